@@ -1,0 +1,29 @@
+"""The `chamberlain` command."""
+
+from __future__ import annotations
+
+import typer
+
+from chamberlain.cli import clients, keys, servers, users
+from chamberlain.cli.init import init
+from chamberlain.cli.migrate import migrate
+from chamberlain.cli.serve import serve
+
+app = typer.Typer(
+    name="chamberlain",
+    help="Chamberlain: identity, OAuth 2.1 and policy for Claude Code and MCP servers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(init)
+app.command()(serve)
+app.command()(migrate)
+app.add_typer(users.app, name="users")
+app.add_typer(servers.app, name="servers")
+app.add_typer(clients.app, name="clients")
+app.add_typer(keys.app, name="keys")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,68 @@
+"""`chamberlain users`: local accounts."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from chamberlain.cli.common import ConfigFile, DataDir, console, fail, initialised_store, read_secret_from_stdin, run, settings_from
+from chamberlain.identity.passwords import PasswordPolicyError, hash_password
+from chamberlain.store.users import UserRepository
+
+app = typer.Typer(help="Manage local users.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[list[str], typer.Option("--role", help="Role to grant (repeatable).")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Add a local user."""
+    settings = settings_from(data_dir, config)
+    if not password_stdin:
+        fail("pass --password-stdin and send the password on standard input (never on the command line)")
+    if not name.strip() or len(name) > 200 or name != name.strip():
+        fail("the user name must be 1-200 characters without leading or trailing spaces")
+    try:
+        password_hash = hash_password(read_secret_from_stdin("password"))
+    except PasswordPolicyError as problem:
+        fail(str(problem))
+
+    async def add_user() -> None:
+        async with initialised_store(settings) as engine:
+            await UserRepository(engine, settings.tenant).add(name, password_hash, tuple(role))
+
+    run(add_user())
+    console.print(f"Added user [bold]{name}[/] with roles {', '.join(role)}.")
+
+
+@app.command("list")
+def list_users(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """List local users."""
+    settings = settings_from(data_dir, config)
+
+    async def fetch() -> list[tuple[str, str, str, str]]:
+        async with initialised_store(settings) as engine:
+            return [
+                (user.username, ", ".join(user.roles), "yes" if user.totp_secret else "no", _state(user.disabled, user.locked_until))
+                for user in await UserRepository(engine, settings.tenant).list()
+            ]
+
+    table = Table("User", "Roles", "TOTP", "State")
+    for row in run(fetch()):
+        table.add_row(*row)
+    console.print(table)
+
+
+def _state(disabled: bool, locked_until: float | None) -> str:
+    if disabled:
+        return "disabled"
+    if locked_until and locked_until > time.time():
+        return "locked"
+    return "active"

@@ -1,0 +1,141 @@
+"""Client authentication at the token, revocation and introspection endpoints (RFC 6749 §2.3, RFC 7523 §2.2).
+
+A client authenticates with exactly the method it registered; presenting any other, or two at once, fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Mapping
+from urllib.parse import unquote_plus
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from joserfc.jws import extract_compact
+
+from chamberlain.crypto.tokens import digest_matches
+from chamberlain.oauth.clients import Client, ClientDirectory
+from chamberlain.oauth.errors import INVALID_REQUEST, OAuthError, invalid_client
+
+JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
+# Asymmetric algorithms only: a shared-secret or unsigned assertion would prove nothing about the key holder.
+ASSERTION_ALGORITHMS = ["RS256", "PS256", "ES256", "ES384", "Ed25519", "EdDSA"]
+MAX_ASSERTION_LIFETIME = 600
+
+
+class AssertionReplayCache:
+    """jti values of assertions already accepted, until they expire (RFC 7523 §3 item 7)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+
+    def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
+        now = time.time()
+        if len(self._seen) > 10_000:
+            self._seen = {key: exp for key, exp in self._seen.items() if exp > now}
+        key = f"{client_id}\x00{jti}"
+        if self._seen.get(key, 0) > now:
+            return False
+        self._seen[key] = expires_at
+        return True
+
+
+class ClientAuthenticator:
+    def __init__(self, directory: ClientDirectory, *, audiences: tuple[str, ...]) -> None:
+        self._directory = directory
+        self._audiences = audiences
+        self._replays = AssertionReplayCache()
+
+    async def authenticate(self, form: Mapping[str, str], authorization: str | None) -> Client:
+        method, client_id, credential = _presented_credentials(form, authorization)
+        client = await self._directory.find(client_id)
+        basic = method == "client_secret_basic"
+        if client is None:
+            raise invalid_client("unknown or revoked client", basic_auth_attempted=basic)
+        registered = client.metadata.token_endpoint_auth_method
+        if method != registered:
+            raise invalid_client(f"this client must authenticate with {registered}", basic_auth_attempted=basic)
+        if method in ("client_secret_basic", "client_secret_post"):
+            if client.secret_hash is None or not digest_matches(credential or "", client.secret_hash):
+                raise invalid_client("client authentication failed", basic_auth_attempted=basic)
+        elif method == "private_key_jwt":
+            self._check_assertion(client, credential or "")
+        return client
+
+    def _check_assertion(self, client: Client, assertion: str) -> None:
+        """RFC 7523 §3: iss and sub are the client_id, aud names this server, exp bounds it, jti is single use."""
+        jwks = client.metadata.jwks
+        if jwks is None:
+            raise invalid_client("the client registered no jwks to verify its assertion with")
+        try:
+            decoded = jwt.decode(assertion, KeySet.import_key_set(jwks), algorithms=ASSERTION_ALGORITHMS)  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError):
+            raise invalid_client("the client assertion's signature is invalid") from None
+        claims = decoded.claims
+        now = time.time()
+        audience = claims.get("aud")
+        audiences = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
+        exp, jti = claims.get("exp"), claims.get("jti")
+        if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
+            raise invalid_client("the client assertion's iss and sub must both be the client_id")
+        if not any(value in self._audiences for value in audiences):
+            raise invalid_client("the client assertion's aud must be this server's issuer or token endpoint")
+        if not isinstance(exp, int) or exp <= now or exp > now + MAX_ASSERTION_LIFETIME:
+            raise invalid_client("the client assertion is expired or lives too long")
+        if not isinstance(jti, str) or not self._replays.first_use(client.client_id, jti, exp):
+            raise invalid_client("the client assertion has no jti or was used before")
+
+
+def _presented_credentials(form: Mapping[str, str], authorization: str | None) -> tuple[str, str, str | None]:
+    """(method, client_id, secret or assertion). RFC 6749 §2.3: a client must not use more than one method."""
+    methods = []
+    if authorization and authorization[:6].lower() == "basic ":
+        methods.append("client_secret_basic")
+    if "client_secret" in form:
+        methods.append("client_secret_post")
+    if "client_assertion" in form or "client_assertion_type" in form:
+        methods.append("private_key_jwt")
+    if len(methods) > 1:
+        raise OAuthError(INVALID_REQUEST, "use exactly one client authentication method (RFC 6749 §2.3)")
+    method = methods[0] if methods else "none"
+    if method == "client_secret_basic":
+        client_id, secret = _parse_basic(authorization or "")
+        if form.get("client_id", client_id) != client_id:
+            raise OAuthError(INVALID_REQUEST, "client_id in the body differs from the authenticated client")
+        return method, client_id, secret
+    if method == "private_key_jwt":
+        if form.get("client_assertion_type") != JWT_BEARER_ASSERTION or not form.get("client_assertion"):
+            raise OAuthError(INVALID_REQUEST, f"client_assertion_type must be {JWT_BEARER_ASSERTION}")
+        client_id = form.get("client_id") or _assertion_subject(form["client_assertion"])
+        return method, client_id, form["client_assertion"]
+    client_id = form.get("client_id")
+    if not client_id:
+        raise invalid_client("client_id is required")
+    return method, client_id, form.get("client_secret")
+
+
+def _parse_basic(authorization: str) -> tuple[str, str]:
+    """RFC 6749 §2.3.1: id and secret are form-urlencoded before they are joined with ':' and base64-encoded."""
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise invalid_client("malformed Basic credentials", basic_auth_attempted=True) from None
+    client_id, separator, secret = decoded.partition(":")
+    if not separator or not client_id:
+        raise invalid_client("malformed Basic credentials", basic_auth_attempted=True)
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def _assertion_subject(assertion: str) -> str:
+    """The unverified `sub` only names whose keys to verify with; nothing in it is trusted before that check."""
+    try:
+        sub = json.loads(extract_compact(assertion.encode("ascii")).payload).get("sub")
+    except (JoseError, ValueError, UnicodeError, AttributeError):
+        sub = None
+    if not isinstance(sub, str) or not sub:
+        raise invalid_client("the client assertion names no client")
+    return sub

@@ -1,0 +1,62 @@
+"""Authorization server metadata (RFC 8414 §2) and the JWKS it points to (RFC 7517 §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from chamberlain.oauth.client_auth import ASSERTION_ALGORITHMS
+from chamberlain.oauth.token import GRANTS
+from chamberlain.state import AppState
+
+TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
+PUBLIC_CACHE = {"Cache-Control": "public, max-age=300"}
+
+
+def authorization_server_metadata(app: AppState) -> dict[str, Any]:
+    issuer = app.issuer
+    metadata: dict[str, Any] = {
+        "issuer": issuer,  # byte-identical to every token's iss and every response's iss (RFC 8414 §3.3, RFC 9207)
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": app.token_endpoint,
+        "jwks_uri": f"{issuer}/jwks.json",
+        "revocation_endpoint": f"{issuer}/revoke",
+        "introspection_endpoint": f"{issuer}/introspect",
+        "scopes_supported": sorted({*app.settings.scopes, *_server_scopes(app)}),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": list(GRANTS),
+        "token_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
+        "revocation_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS[1:],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
+        "client_id_metadata_document_supported": True,
+        "prompt_values_supported": ["none", "login", "consent"],
+    }
+    if app.settings.registration.dynamic_registration:
+        metadata["registration_endpoint"] = f"{issuer}/register"
+    return metadata
+
+
+def _server_scopes(app: AppState) -> set[str]:
+    return {scope for resource in app.resources.values() for scope in resource.server.scopes}
+
+
+async def oauth_authorization_server(request: Request) -> Response:
+    """GET /.well-known/oauth-authorization-server (and the OpenID discovery path MCP clients also try).
+
+    Both paths serve the same RFC 8414 document: Chamberlain issues access tokens, not ID tokens, so it does not
+    claim to be an OpenID Provider; clients that probe the OIDC path still find the endpoints they need.
+    """
+    app: AppState = request.app.state.chamberlain
+    return JSONResponse(authorization_server_metadata(app), headers=PUBLIC_CACHE)
+
+
+async def jwks(request: Request) -> Response:
+    """GET /jwks.json: the active key and every retired key whose tokens may still be in use."""
+    app: AppState = request.app.state.chamberlain
+    return JSONResponse(app.keyring.jwks(), headers=PUBLIC_CACHE)

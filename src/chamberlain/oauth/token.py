@@ -1,0 +1,42 @@
+"""The token endpoint (OAuth 2.1 §3.2): authenticate the client, then hand the request to its grant."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chamberlain.oauth.clients import Client
+from chamberlain.oauth.errors import UNAUTHORIZED_CLIENT, UNSUPPORTED_GRANT_TYPE, OAuthError
+from chamberlain.oauth.forms import read_form
+from chamberlain.oauth.grants import authorization_code, client_credentials, refresh_token
+from chamberlain.oauth.token_response import TokenResponse
+from chamberlain.state import AppState
+
+Grant = Callable[[AppState, Client, dict[str, str]], Awaitable[TokenResponse]]
+
+# No implicit or password grants: OAuth 2.1 §10 and RFC 9700 §2.4 retire them.
+GRANTS: dict[str, Grant] = {
+    "authorization_code": authorization_code.exchange,
+    "refresh_token": refresh_token.exchange,
+    "client_credentials": client_credentials.exchange,
+}
+
+
+async def token(request: Request) -> Response:
+    """POST /token"""
+    app: AppState = request.app.state.chamberlain
+    try:
+        form = await read_form(request)
+        grant_type = form.get("grant_type", "")
+        grant = GRANTS.get(grant_type)
+        if grant is None:
+            raise OAuthError(UNSUPPORTED_GRANT_TYPE, f"grant_type must be one of: {', '.join(GRANTS)}")
+        client = await app.client_authenticator.authenticate(form, request.headers.get("authorization"))
+        if grant_type not in client.metadata.grant_types:
+            raise OAuthError(UNAUTHORIZED_CLIENT, f"this client is not registered for the {grant_type} grant")
+        issued = await grant(app, client, form)
+    except OAuthError as failure:
+        return failure.to_response()
+    return issued.to_response()

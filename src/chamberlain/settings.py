@@ -1,0 +1,225 @@
+"""One typed settings object, read from `chamberlain.yaml` and `CHAMBERLAIN_*` environment variables.
+
+Precedence: built-in defaults < the YAML file < the environment < explicit overrides (CLI flags).
+A wrong key or value is reported with its dotted name and where it came from (file and line, or variable).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "CHAMBERLAIN_"
+CONFIG_FILE_NAME = "chamberlain.yaml"
+DEFAULT_DATA_DIR = Path(".chamberlain")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoginSettings(_Section):
+    max_failed_attempts: int = Field(5, ge=1, le=100)
+    lockout_seconds: int = Field(900, ge=1)
+    # RFC 6238 §5.2: one step of drift either way is the usual allowance.
+    totp_valid_window: int = Field(1, ge=0, le=3)
+    session_ttl: int = Field(8 * 3600, ge=60, le=7 * 86_400, description="seconds a browser sign-in lasts")
+
+
+class TokenSettings(_Section):
+    access_token_ttl: int = Field(600, ge=30, le=86_400, description="seconds")
+    refresh_token_ttl: int = Field(30 * 86_400, ge=60, description="seconds; absolute lifetime of a grant")
+    authorization_code_ttl: int = Field(60, ge=10, le=600, description="seconds")
+    signing_algorithm: Literal["ES256", "EdDSA"] = "ES256"
+
+
+class RegistrationSettings(_Section):
+    dynamic_registration: bool = True
+    # Client ID Metadata Documents are fetched from the network: private, loopback and link-local targets
+    # are refused unless a developer opts in here (never in production).
+    cimd_allow_private_networks: bool = False
+    cimd_max_bytes: int = Field(5120, ge=512, le=1_048_576)
+    cimd_timeout: float = Field(5.0, gt=0, le=30)
+
+
+class Settings(_Section):
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65_535)
+    issuer: str | None = Field(None, description="public base URL; derived from host and port when unset")
+    database_url: str | None = Field(None, description="SQLAlchemy async URL; SQLite in the data dir when unset")
+    tenant: str = "default"
+    scopes: tuple[str, ...] = ("mcp:tools", "mcp:resources", "mcp:prompts", "offline_access")
+    demo_server: bool = True
+    session_cookie_secure: bool | None = Field(None, description="defaults to true when the issuer is https")
+    login: LoginSettings = LoginSettings()
+    tokens: TokenSettings = TokenSettings()
+    registration: RegistrationSettings = RegistrationSettings()
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_has_no_trailing_slash(cls, value: str | None) -> str | None:
+        # RFC 8414 §2 and the MCP SDK compare issuers byte for byte; one canonical form avoids a mismatch.
+        if value is not None and value.endswith("/"):
+            raise ValueError("must not end with '/'")
+        return value
+
+    @property
+    def public_url(self) -> str:
+        if self.issuer:
+            return self.issuer
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'chamberlain.db'}"
+
+    @property
+    def cookies_secure(self) -> bool:
+        if self.session_cookie_secure is not None:
+            return self.session_cookie_secure
+        return self.public_url.startswith("https://")
+
+
+class SettingsError(Exception):
+    """A configuration mistake, with a message that names the key and where it was set."""
+
+
+@dataclass(frozen=True)
+class _Origin:
+    where: str  # "chamberlain.yaml:12" or "environment variable CHAMBERLAIN_PORT"
+
+
+def load_settings(
+    data_dir: Path | None = None,
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    environ = os.environ if environ is None else environ
+    data_dir = data_dir or Path(environ.get(f"{ENV_PREFIX}DATA_DIR", DEFAULT_DATA_DIR))
+    config_file = config_file or _default_config_file(data_dir, environ)
+    values: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], _Origin] = {}
+    if config_file is not None:
+        _merge(values, origins, *_read_yaml(config_file))
+    _merge(values, origins, *_read_environment(environ))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+            origins[(key,)] = _Origin("command-line option")
+    values["data_dir"] = data_dir
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, origins)) from None
+
+
+def _default_config_file(data_dir: Path, environ: Mapping[str, str]) -> Path | None:
+    explicit = environ.get(f"{ENV_PREFIX}CONFIG")
+    if explicit:
+        return Path(explicit)
+    candidate = data_dir / CONFIG_FILE_NAME
+    return candidate if candidate.is_file() else None
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], _Origin]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the configuration file ({exc.strerror})") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise SettingsError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if root is None:
+        return {}, {}
+    if not isinstance(root, yaml.MappingNode):
+        raise SettingsError(f"{path}:{root.start_mark.line + 1}: the top level must be a mapping of settings")
+    origins: dict[tuple[str, ...], _Origin] = {}
+    _record_lines(root, (), str(path), origins)
+    data = yaml.safe_load(text)
+    return data, origins
+
+
+def _record_lines(node: yaml.Node, prefix: tuple[str, ...], file: str, out: dict[tuple[str, ...], _Origin]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, str(key_node.value))
+            out[path] = _Origin(f"{file}:{key_node.start_mark.line + 1}")
+            _record_lines(value_node, path, file, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            out[(*prefix, str(index))] = _Origin(f"{file}:{item.start_mark.line + 1}")
+            _record_lines(item, (*prefix, str(index)), file, out)
+
+
+def _read_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], _Origin]]:
+    """`CHAMBERLAIN_TOKENS__ACCESS_TOKEN_TTL=300` sets `tokens.access_token_ttl`; values are parsed as YAML scalars."""
+    values: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], _Origin] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in (f"{ENV_PREFIX}DATA_DIR", f"{ENV_PREFIX}CONFIG"):
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        try:
+            value = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError:
+            value = raw
+        target = values
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+        for depth in range(1, len(path) + 1):
+            origins.setdefault(path[:depth], _Origin(f"environment variable {name}"))
+    return values, origins
+
+
+def _merge(
+    values: dict[str, Any],
+    origins: dict[tuple[str, ...], _Origin],
+    new_values: Any,
+    new_origins: dict[tuple[str, ...], _Origin],
+) -> None:
+    if not isinstance(new_values, dict):
+        return
+    _deep_merge(values, new_values)
+    origins.update(new_origins)
+
+
+def _deep_merge(target: dict[str, Any], source: dict[str, Any]) -> None:
+    for key, value in source.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], _Origin]) -> str:
+    lines = []
+    for error in exc.errors():
+        path = tuple(str(part) for part in error["loc"])
+        name = ".".join(path)
+        origin = _closest_origin(path, origins)
+        where = f"{origin.where}: " if origin else ""
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{where}unknown setting '{name}'")
+        else:
+            lines.append(f"{where}setting '{name}': {error['msg']}")
+    return "\n".join(lines)
+
+
+def _closest_origin(path: tuple[str, ...], origins: Mapping[tuple[str, ...], _Origin]) -> _Origin | None:
+    for depth in range(len(path), 0, -1):
+        origin = origins.get(path[:depth])
+        if origin is not None:
+            return origin
+    return None

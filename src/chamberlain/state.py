@@ -1,0 +1,184 @@
+"""Everything a running gateway holds: the store, keys, caches and the services built on them.
+
+Request handlers read immutable snapshots (key ring, server table) and in-memory sets (revocations); a background
+task keeps those in step with the store, so changes made by the CLI or another replica arrive within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chamberlain.crypto.master_key import MasterKey, load_master_key
+from chamberlain.crypto.signing_keys import KeyRing, load_signing_key
+from chamberlain.net.ssrf import AddressPolicy, Resolver, SystemResolver
+from chamberlain.oauth.access_tokens import AccessTokenIssuer, AccessTokenVerifier
+from chamberlain.oauth.cimd import ClientMetadataDocumentResolver
+from chamberlain.oauth.client_auth import ClientAuthenticator
+from chamberlain.oauth.clients import ClientDirectory
+from chamberlain.oauth.revocation_list import RevocationList
+from chamberlain.settings import Settings
+from chamberlain.store import keys as key_store
+from chamberlain.store.browser_sessions import BrowserSessionRepository
+from chamberlain.store.clients import ClientRepository
+from chamberlain.store.consents import ConsentRepository
+from chamberlain.store.database import create_engine, pending_migrations
+from chamberlain.store.grants import GrantRepository, revocations_since
+from chamberlain.store.servers import Server, ServerRepository
+from chamberlain.store.users import UserRepository
+from chamberlain.web.cookies import CookiePolicy
+from chamberlain.web.csrf import CsrfProtection
+
+logger = logging.getLogger(__name__)
+REFRESH_INTERVAL = 1.0
+
+
+class NotInitialised(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ProtectedResource:
+    server: Server
+    resource: str  # the URL clients use, byte for byte: issuer + "/mcp/" + name
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    master_key: MasterKey
+    keyring: KeyRing
+    resolver: Resolver
+    revocations: RevocationList = field(default_factory=RevocationList)
+    resources: dict[str, ProtectedResource] = field(default_factory=dict)
+    _refresher: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        settings, engine, tenant = self.settings, self.engine, self.settings.tenant
+        self.issuer = settings.public_url
+        self.users = UserRepository(engine, tenant)
+        self.clients = ClientRepository(engine, tenant)
+        self.servers = ServerRepository(engine, tenant)
+        self.grants = GrantRepository(engine, tenant)
+        self.consents = ConsentRepository(engine, tenant)
+        self.browser_sessions = BrowserSessionRepository(engine, tenant)
+        registration = settings.registration
+        self.client_directory = ClientDirectory(
+            self.clients,
+            ClientMetadataDocumentResolver(
+                self.resolver,
+                AddressPolicy(
+                    allow_loopback=registration.cimd_allow_private_networks,
+                    allow_private=registration.cimd_allow_private_networks,
+                ),
+                max_bytes=registration.cimd_max_bytes,
+                timeout=registration.cimd_timeout,
+                allow_http_loopback=registration.cimd_allow_private_networks,
+            ),
+        )
+        self.client_authenticator = ClientAuthenticator(
+            self.client_directory, audiences=(self.issuer, self.token_endpoint)
+        )
+        self.cookies = CookiePolicy(secure=settings.cookies_secure)
+        self.csrf = CsrfProtection(self.master_key.derive("csrf"), self.cookies)
+        self.token_issuer = AccessTokenIssuer(self.issuer, self.current_keys, settings.tokens.access_token_ttl)
+        self.token_verifier = AccessTokenVerifier(self.issuer, self.current_keys, self.revocations)
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer}/token"
+
+    def current_keys(self) -> KeyRing:
+        return self.keyring
+
+    def resource_url(self, server_name: str) -> str:
+        return f"{self.issuer}/mcp/{server_name}"
+
+    def resource_by_url(self, url: str) -> ProtectedResource | None:
+        prefix = f"{self.issuer}/mcp/"
+        if not url.startswith(prefix):
+            return None
+        found = self.resources.get(url[len(prefix) :])
+        return found if found is not None and found.resource == url else None
+
+    async def sync_revocations(self) -> None:
+        """Applies revocations written to the feed (by this process or others) right away."""
+        self.revocations.apply(await revocations_since(self.engine, self.revocations.last_id))
+
+    async def refresh(self) -> None:
+        """Pulls what other processes changed: revocations, signing keys, servers."""
+        await self.sync_revocations()
+        rows = await key_store.usable_keys(self.engine)
+        if key_ring_version(rows) != self.keyring.version:
+            self.keyring = key_ring_from_rows(rows, self.master_key)
+        self.resources = {
+            server.name: ProtectedResource(server, self.resource_url(server.name))
+            for server in await self.servers.list()
+        }
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._refresher = asyncio.create_task(self._refresh_forever())
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        await self.engine.dispose()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL)
+            try:
+                await self.refresh()
+                self.revocations.prune()
+            except Exception:  # the store may blip; keep serving from the last snapshot and retry
+                logger.exception("could not refresh state from the store")
+
+
+def key_ring_version(rows: list[key_store.KeyRow]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((row.kid, row.retired_at or 0.0) for row in rows))
+
+
+def key_ring_from_rows(rows: list[key_store.KeyRow], master_key: MasterKey) -> KeyRing:
+    """Decrypts the private keys; only called when the set of keys changed."""
+    return KeyRing(
+        load_signing_key(
+            kid=row.kid,
+            alg=row.alg,
+            public_jwk=row.public_jwk,
+            encrypted_private_key=row.private_key,
+            master_key=master_key,
+            created_at=row.created_at,
+            retired_at=row.retired_at,
+            expires_at=row.expires_at,
+        )
+        for row in rows
+    )
+
+
+async def load_key_ring(engine: AsyncEngine, master_key: MasterKey) -> KeyRing:
+    return key_ring_from_rows(await key_store.usable_keys(engine), master_key)
+
+
+async def open_state(settings: Settings, *, resolver: Resolver | None = None) -> AppState:
+    engine = create_engine(settings.effective_database_url)
+    try:
+        if await pending_migrations(engine):
+            raise NotInitialised(
+                "the store is not initialised or needs migrating: run 'chamberlain init' (or 'chamberlain migrate')"
+            )
+        master_key = load_master_key(settings.data_dir)
+        keyring = await load_key_ring(engine, master_key)
+    except BaseException:
+        await engine.dispose()
+        raise
+    state = AppState(settings, engine, master_key, keyring, resolver or SystemResolver())
+    await state.start()
+    return state

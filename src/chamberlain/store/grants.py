@@ -1,0 +1,340 @@
+"""Authorization codes, grants (token families), refresh tokens and the revocation feed.
+
+Single use is enforced by the database, not by a read-then-write in Python: a code or refresh token is claimed with
+one conditional UPDATE, so two concurrent requests (or two replicas) can never both redeem the same secret.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import RowMapping, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from chamberlain.store.schema import authorization_codes, grants, refresh_tokens, revocations
+
+
+@dataclass(frozen=True)
+class AuthorizationCode:
+    client_id: str
+    user_id: str
+    redirect_uri: str
+    redirect_uri_given: bool
+    scope: str
+    resource: str
+    code_challenge: str | None
+    auth_time: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Grant:
+    id: str
+    tenant_id: str
+    client_id: str
+    user_id: str | None
+    scope: str
+    resource: str
+    auth_time: float | None
+    created_at: float
+    expires_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True)
+class CodeRedemption:
+    """`grant` is set on first use; `replayed` when the code had been redeemed before (its grant is now revoked)."""
+
+    code: AuthorizationCode | None
+    grant: Grant | None
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class RefreshRotation:
+    grant: Grant | None
+    scope: str
+    reused: bool  # a rotated token came back: the family was revoked (RFC 9700 §4.14.2)
+    expired: bool
+
+
+RevocationKind = Literal["grant", "jti", "client"]
+
+
+@dataclass(frozen=True)
+class Revocation:
+    id: int
+    kind: RevocationKind
+    value: str
+    expires_at: float
+
+
+class GrantRepository:
+    def __init__(self, engine: AsyncEngine, tenant_id: str) -> None:
+        self._engine = engine
+        self._tenant_id = tenant_id
+
+    # -- authorization codes ---------------------------------------------------------------------------------------
+
+    async def add_code(self, code_hash: bytes, code: AuthorizationCode) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                authorization_codes.insert().values(
+                    code_hash=code_hash,
+                    tenant_id=self._tenant_id,
+                    created_at=time.time(),
+                    grant_id=None,
+                    **code.__dict__,
+                )
+            )
+
+    async def redeem_code(
+        self, code_hash: bytes, *, grant_ttl: float, validate: Callable[[AuthorizationCode], None]
+    ) -> CodeRedemption:
+        """Claims the code and opens its grant in one transaction; a second redemption revokes that grant.
+
+        RFC 6749 §4.1.2 / OAuth 2.1 §4.1.3: a code used twice must be refused, and the tokens issued from it
+        should be revoked. `validate` runs before anything is written: if it raises, nothing changes.
+        """
+        now = time.time()
+        grant_id = str(uuid.uuid4())
+        async with self._engine.begin() as connection:
+            claimed = await connection.execute(
+                update(authorization_codes)
+                .where(
+                    authorization_codes.c.tenant_id == self._tenant_id,
+                    authorization_codes.c.code_hash == code_hash,
+                    authorization_codes.c.grant_id.is_(None),
+                )
+                .values(grant_id=grant_id)
+            )
+            row = (
+                (
+                    await connection.execute(
+                        select(authorization_codes).where(
+                            authorization_codes.c.tenant_id == self._tenant_id,
+                            authorization_codes.c.code_hash == code_hash,
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return CodeRedemption(None, None, replayed=False)
+            code = _code(row)
+            if claimed.rowcount != 1:
+                await self._revoke_grant(connection, row["grant_id"], "code_replay", now)
+                return CodeRedemption(code, None, replayed=True)
+            validate(code)
+            grant = Grant(
+                grant_id,
+                self._tenant_id,
+                code.client_id,
+                code.user_id,
+                code.scope,
+                code.resource,
+                code.auth_time,
+                now,
+                now + grant_ttl,
+                None,
+            )
+            await connection.execute(grants.insert().values(**grant.__dict__))
+            return CodeRedemption(code, grant, replayed=False)
+
+    # -- grants and refresh tokens ---------------------------------------------------------------------------------
+
+    async def open_grant(
+        self, *, client_id: str, user_id: str | None, scope: str, resource: str, ttl: float
+    ) -> Grant:
+        now = time.time()
+        grant = Grant(str(uuid.uuid4()), self._tenant_id, client_id, user_id, scope, resource, None, now, now + ttl, None)
+        async with self._engine.begin() as connection:
+            await connection.execute(grants.insert().values(**grant.__dict__))
+        return grant
+
+    async def add_refresh_token(self, token_hash: bytes, grant: Grant, scope: str) -> None:
+        async with self._engine.begin() as connection:
+            await self._insert_refresh_token(connection, token_hash, grant, scope)
+
+    async def rotate_refresh_token(
+        self, token_hash: bytes, successor_hash: bytes, validate: Callable[[Grant], None]
+    ) -> RefreshRotation:
+        """Marks the token used and stores its successor atomically. Reuse of a rotated token revokes the family.
+
+        `validate` runs inside the transaction before anything is written; if it raises, nothing changes, so a
+        request refused for its scope or client does not burn the caller's refresh token.
+        RFC 6749 §6: the successor keeps exactly the scope of the token it replaces.
+        """
+        now = time.time()
+        async with self._engine.begin() as connection:
+            claimed = await connection.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.rotated_at.is_(None))
+                .values(rotated_at=now)
+            )
+            row = (
+                (
+                    await connection.execute(
+                        select(refresh_tokens.c.scope, refresh_tokens.c.expires_at, grants)
+                        .join(grants, grants.c.id == refresh_tokens.c.grant_id)
+                        .where(refresh_tokens.c.token_hash == token_hash, grants.c.tenant_id == self._tenant_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return RefreshRotation(None, "", reused=False, expired=False)
+            grant = _grant(row)
+            if claimed.rowcount != 1:
+                await self._revoke_grant(connection, grant.id, "refresh_token_reuse", now)
+                return RefreshRotation(grant, row["scope"], reused=True, expired=False)
+            if row["expires_at"] <= now or grant.expires_at <= now or grant.revoked_at is not None:
+                return RefreshRotation(grant, row["scope"], reused=False, expired=True)
+            validate(grant)
+            await self._insert_refresh_token(connection, successor_hash, grant, row["scope"])
+            return RefreshRotation(grant, row["scope"], reused=False, expired=False)
+
+    async def find_refresh_token(self, token_hash: bytes) -> tuple[Grant, bool] | None:
+        """The grant behind a refresh token and whether that token is still current (not rotated away)."""
+        async with self._engine.connect() as connection:
+            row = (
+                (
+                    await connection.execute(
+                        select(refresh_tokens.c.rotated_at, refresh_tokens.c.expires_at.label("token_expires_at"), grants)
+                        .join(grants, grants.c.id == refresh_tokens.c.grant_id)
+                        .where(refresh_tokens.c.token_hash == token_hash, grants.c.tenant_id == self._tenant_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        current = row["rotated_at"] is None and row["token_expires_at"] > time.time()
+        return _grant(row), current
+
+    async def get_grant(self, grant_id: str) -> Grant | None:
+        async with self._engine.connect() as connection:
+            row = (
+                (
+                    await connection.execute(
+                        select(grants).where(grants.c.tenant_id == self._tenant_id, grants.c.id == grant_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _grant(row) if row else None
+
+    async def revoke_grant(self, grant_id: str, reason: str) -> None:
+        async with self._engine.begin() as connection:
+            await self._revoke_grant(connection, grant_id, reason, time.time())
+
+    async def revoke_client_grants(self, client_id: str, reason: str) -> int:
+        now = time.time()
+        async with self._engine.begin() as connection:
+            ids = (
+                await connection.scalars(
+                    select(grants.c.id).where(
+                        grants.c.tenant_id == self._tenant_id,
+                        grants.c.client_id == client_id,
+                        grants.c.revoked_at.is_(None),
+                        grants.c.expires_at > now,
+                    )
+                )
+            ).all()
+            for grant_id in ids:
+                await self._revoke_grant(connection, grant_id, reason, now)
+            return len(ids)
+
+    async def revoke_access_token(self, jti: str, expires_at: float) -> None:
+        await self._append_revocation("jti", jti, expires_at)
+
+    async def revoke_client_tokens(self, client_id: str, *, longest_token_lifetime: float) -> None:
+        """Stops every token the client holds, including client-credentials tokens that belong to no grant."""
+        await self._append_revocation("client", client_id, time.time() + longest_token_lifetime)
+
+    async def _append_revocation(self, kind: RevocationKind, value: str, expires_at: float) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                revocations.insert().values(kind=kind, value=value, expires_at=expires_at, created_at=time.time())
+            )
+
+    async def _revoke_grant(self, connection: AsyncConnection, grant_id: str | None, reason: str, now: float) -> None:
+        if grant_id is None:
+            return
+        expires_at = await connection.scalar(
+            update(grants)
+            .where(grants.c.tenant_id == self._tenant_id, grants.c.id == grant_id, grants.c.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .returning(grants.c.expires_at)
+        )
+        if expires_at is not None:
+            await connection.execute(
+                revocations.insert().values(kind="grant", value=grant_id, expires_at=expires_at, created_at=now)
+            )
+
+    async def _insert_refresh_token(
+        self, connection: AsyncConnection, token_hash: bytes, grant: Grant, scope: str
+    ) -> None:
+        await connection.execute(
+            refresh_tokens.insert().values(
+                token_hash=token_hash,
+                grant_id=grant.id,
+                scope=scope,
+                created_at=time.time(),
+                expires_at=grant.expires_at,
+            )
+        )
+
+
+async def revocations_since(engine: AsyncEngine, last_id: int) -> list[Revocation]:
+    """The revocation feed after `last_id`, still-live entries only (all tenants: ids are globally unique)."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(revocations)
+            .where(revocations.c.id > last_id, revocations.c.expires_at > time.time())
+            .order_by(revocations.c.id)
+        )
+        return [Revocation(row.id, row.kind, row.value, row.expires_at) for row in rows]
+
+
+async def last_revocation_id(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        value = await connection.scalar(select(revocations.c.id).order_by(revocations.c.id.desc()).limit(1))
+        return int(value or 0)
+
+
+def _code(row: RowMapping) -> AuthorizationCode:
+    return AuthorizationCode(
+        client_id=row["client_id"],
+        user_id=row["user_id"],
+        redirect_uri=row["redirect_uri"],
+        redirect_uri_given=bool(row["redirect_uri_given"]),
+        scope=row["scope"],
+        resource=row["resource"],
+        code_challenge=row["code_challenge"],
+        auth_time=row["auth_time"],
+        expires_at=row["expires_at"],
+    )
+
+
+def _grant(row: RowMapping) -> Grant:
+    return Grant(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        client_id=row["client_id"],
+        user_id=row["user_id"],
+        scope=row["scope"],
+        resource=row["resource"],
+        auth_time=row["auth_time"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )

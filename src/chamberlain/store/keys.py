@@ -1,0 +1,45 @@
+"""Signing keys at rest (private halves encrypted under the master key)."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Row, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chamberlain.crypto.signing_keys import GeneratedKey
+from chamberlain.store.schema import signing_keys
+
+
+KeyRow = Row[tuple[object, ...]]
+
+
+async def usable_keys(engine: AsyncEngine) -> list[KeyRow]:
+    """The active key and every retired key whose tokens may still be alive."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(signing_keys).where(
+                or_(signing_keys.c.expires_at.is_(None), signing_keys.c.expires_at > time.time())
+            )
+        )
+        return list(rows)
+
+
+async def rotate(engine: AsyncEngine, new_key: GeneratedKey, *, keep_verifying_for: float) -> None:
+    """Retires the current signer and adds the new one in one transaction, so there is always exactly one."""
+    now = time.time()
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(signing_keys)
+            .where(signing_keys.c.retired_at.is_(None))
+            .values(retired_at=now, expires_at=now + keep_verifying_for)
+        )
+        await connection.execute(
+            signing_keys.insert().values(
+                kid=new_key.kid,
+                alg=new_key.alg,
+                public_jwk=new_key.public_jwk,
+                private_key=new_key.encrypted_private_key,
+                created_at=now,
+            )
+        )

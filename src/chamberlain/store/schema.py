@@ -1,0 +1,184 @@
+"""The relational schema. Every row that belongs to a tenant carries `tenant_id`; repositories always filter on it.
+
+Secrets never sit here in clear: passwords are argon2id hashes, client secrets, codes, refresh tokens and session ids
+are SHA-256 digests of 256-bit random values, and signing keys are AES-GCM encrypted under the master key.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Times are Unix seconds (float): one representation on SQLite and PostgreSQL, cheap to compare with token claims.
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("username", String(200), nullable=False),
+    Column("password_hash", String(200), nullable=True),
+    Column("roles", JSON, nullable=False),
+    Column("totp_secret", LargeBinary, nullable=True),
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", Float, nullable=True),
+    Column("must_change_password", Boolean, nullable=False, default=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_login_at", Float, nullable=True),
+    UniqueConstraint("tenant_id", "username"),
+)
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("client_id", String(2000), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    # "dynamic" (RFC 7591), "metadata_document" (CIMD: a cached copy of the fetched document) or "static".
+    Column("registration", String(32), nullable=False),
+    Column("secret_hash", LargeBinary, nullable=True),
+    Column("client_metadata", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+servers = Table(
+    "servers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("url", String(2000), nullable=True),
+    Column("scopes", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("tenant_id", "name"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("alg", String(16), nullable=False),
+    Column("public_jwk", JSON, nullable=False),
+    Column("private_key", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    # Signing stops at retired_at; verification stops at expires_at (retired_at + the longest token lifetime).
+    Column("retired_at", Float, nullable=True),
+    Column("expires_at", Float, nullable=True),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("client_id", String(2000), nullable=False),
+    Column("redirect_uri", String(2000), nullable=False),
+    Column("scope", String(2000), nullable=False),
+    Column("resource", String(2000), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_consents_lookup", "tenant_id", "user_id", "client_id"),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    # One authorization (code or client credentials) and every token derived from it: the refresh "family".
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("client_id", String(2000), nullable=False),
+    Column("user_id", String(36), nullable=True),
+    Column("scope", String(2000), nullable=False),
+    Column("resource", String(2000), nullable=False),
+    Column("auth_time", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Column("revoked_reason", String(64), nullable=True),
+    Index("ix_grants_client", "tenant_id", "client_id"),
+)
+
+authorization_codes = Table(
+    "authorization_codes",
+    metadata,
+    Column("code_hash", LargeBinary, primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("client_id", String(2000), nullable=False),
+    Column("user_id", String(36), nullable=False),
+    Column("redirect_uri", String(2000), nullable=False),
+    Column("redirect_uri_given", Boolean, nullable=False),
+    Column("scope", String(2000), nullable=False),
+    Column("resource", String(2000), nullable=False),
+    Column("code_challenge", String(128), nullable=True),
+    Column("auth_time", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("grant_id", String(36), nullable=True),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", LargeBinary, primary_key=True),
+    Column("grant_id", String(36), ForeignKey("grants.id", ondelete="CASCADE"), nullable=False),
+    Column("scope", String(2000), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    # Set when the token is exchanged; a second use of a rotated token is reuse (RFC 9700 §4.14.2).
+    Column("rotated_at", Float, nullable=True),
+    Index("ix_refresh_tokens_grant", "grant_id"),
+)
+
+revocations = Table(
+    "revocations",
+    metadata,
+    # An append-only feed that every process polls so revocation reaches all of them without a token lookup.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),  # "grant", "jti" or "client"
+    Column("value", String(2000), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+browser_sessions = Table(
+    "browser_sessions",
+    metadata,
+    Column("id_hash", LargeBinary, primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("auth_time", Float, nullable=False),
+    Column("mfa", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

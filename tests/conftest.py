@@ -1,0 +1,34 @@
+"""Shared fixtures. `server` runs once per database backend: every test that uses it runs on SQLite and on
+PostgreSQL. PostgreSQL tests skip when it is unreachable, except under CI=true, where they must run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import RunningServer, postgres_database, postgres_reachable, running_server
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_postgres() -> None:
+    if postgres_reachable():
+        return
+    if IN_CI:
+        pytest.fail("PostgreSQL at 127.0.0.1:5432 is required in CI but is not reachable")
+    pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    data_dir: Path = tmp_path_factory.mktemp(f"chamberlain-{request.param}")
+    if request.param == "sqlite":
+        with running_server(data_dir) as running:
+            yield running
+        return
+    require_postgres()
+    with postgres_database() as url, running_server(data_dir, url) as running:
+        yield running

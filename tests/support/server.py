@@ -1,0 +1,143 @@
+"""A real Chamberlain server for tests: its own data dir and database, uvicorn on a free loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chamberlain.app import create_app
+from chamberlain.cli.init import initialise
+from chamberlain.identity.passwords import hash_password
+from chamberlain.net.ssrf import Resolver
+from chamberlain.settings import Settings, load_settings
+from chamberlain.store.database import create_engine
+from chamberlain.store.users import UserRepository
+
+POSTGRES_ADMIN_URL = os.environ.get("CHAMBERLAIN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+USER = "alice"
+USER_PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    settings: Settings
+    admin_password: str
+    user: str = USER
+    user_password: str = USER_PASSWORD
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.effective_database_url
+
+    def resource(self, server: str = "demo") -> str:
+        return f"{self.base_url}/mcp/{server}"
+
+    @contextlib.asynccontextmanager
+    async def engine(self) -> AsyncIterator[AsyncEngine]:
+        engine = create_engine(self.database_url)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database per server, dropped afterwards, so runs never see each other's rows."""
+    import asyncpg  # only needed when PostgreSQL runs
+
+    name = f"chamberlain_{uuid.uuid4().hex[:12]}"
+
+    async def execute(sql: str) -> None:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def running_server(
+    data_dir: Path,
+    database_url: str | None = None,
+    *,
+    resolver: Resolver | None = None,
+    **settings_values: Any,
+) -> Iterator[RunningServer]:
+    port = free_port()
+    overrides: dict[str, Any] = {"port": port, "database_url": database_url, **settings_values}
+    settings = load_settings(data_dir=data_dir, overrides=overrides, environ={})
+    admin_password = asyncio.run(_prepare(settings))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, resolver=resolver),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+    )
+    thread = threading.Thread(target=server.run, name=f"chamberlain-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield RunningServer(f"http://127.0.0.1:{port}", settings, admin_password)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+async def _prepare(settings: Settings) -> str:
+    password = await initialise(settings)
+    assert password is not None, "the data directory was already initialised"
+    engine = create_engine(settings.effective_database_url)
+    try:
+        await UserRepository(engine, settings.tenant).add(USER, hash_password(USER_PASSWORD), ("developer",))
+    finally:
+        await engine.dispose()
+    return password
+
+
+def random_name(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
