@@ -203,9 +203,7 @@ def _loopback(host: str, port: int | None, path: str, query: str | None, scheme:
 
 
 @given(st.sampled_from(_LOOPBACK_HOSTS), _PORT, _PORT, _PATH, _QUERY)
-def test_loopback_port_may_differ(
-    host: str, port: int | None, other: int | None, path: str, query: str | None
-) -> None:
+def test_loopback_port_may_differ(host: str, port: int | None, other: int | None, path: str, query: str | None) -> None:
     registered = _loopback(host, port, path, query)
     validate_redirect_uri(registered)
     assert redirect_uri_matches(registered, _loopback(host, other, path, query))

@@ -120,10 +120,7 @@ class TinyServer:
         target = request_line.split(" ")[1]
         self.hits[target] += 1
         self.request_headers.append(
-            {
-                name.strip().lower(): value.strip()
-                for name, _, value in (line.partition(":") for line in lines)
-            }
+            {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
         )
         route = self.routes.get(target, Route(404, {"Content-Type": "text/plain"}, b"not found"))
         if route.gate is not None:
@@ -163,9 +160,7 @@ def make_certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
     key_path = directory / f"{hostname}.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
 
@@ -303,9 +298,7 @@ def test_every_link_local_ipv4_address_is_blocked_under_every_policy(offset: int
 async def test_host_resolving_to_an_internal_address_is_refused_before_connecting(ip: str) -> None:
     backend = RecordingBackend()
     resolver = FakeResolver({"evil.test": [ip]})
-    async with guarded_client(
-        resolver=resolver, policy=AddressPolicy(), timeout=5, network_backend=backend
-    ) as client:
+    async with guarded_client(resolver=resolver, policy=AddressPolicy(), timeout=5, network_backend=backend) as client:
         with pytest.raises(BlockedAddressError):
             await fetch_limited(client, "https://evil.test/doc.json", max_bytes=1024)
     assert resolver.calls == ["evil.test"]
@@ -316,9 +309,7 @@ async def test_host_resolving_to_an_internal_address_is_refused_before_connectin
 async def test_one_public_and_one_private_answer_is_refused(answers: list[str]) -> None:
     backend = RecordingBackend()
     resolver = FakeResolver({"mixed.test": answers})
-    async with guarded_client(
-        resolver=resolver, policy=AddressPolicy(), timeout=5, network_backend=backend
-    ) as client:
+    async with guarded_client(resolver=resolver, policy=AddressPolicy(), timeout=5, network_backend=backend) as client:
         with pytest.raises(BlockedAddressError):
             await fetch_limited(client, "https://mixed.test/doc.json", max_bytes=1024)
     assert backend.attempts == []
@@ -338,24 +329,18 @@ async def test_one_public_and_one_private_answer_is_refused(answers: list[str]) 
 async def test_literal_ip_urls_go_through_the_same_check(url: str) -> None:
     backend = RecordingBackend()
     resolver = FakeResolver({})
-    async with guarded_client(
-        resolver=resolver, policy=AddressPolicy(), timeout=5, network_backend=backend
-    ) as client:
+    async with guarded_client(resolver=resolver, policy=AddressPolicy(), timeout=5, network_backend=backend) as client:
         with pytest.raises(BlockedAddressError):
             await fetch_limited(client, url, max_bytes=1024)
     assert resolver.calls == []
     assert backend.attempts == []
 
 
-@pytest.mark.parametrize(
-    "url", ["ftp://files.test/doc", "file:///etc/passwd", "gopher://x.test/", "/relative"]
-)
+@pytest.mark.parametrize("url", ["ftp://files.test/doc", "file:///etc/passwd", "gopher://x.test/", "/relative"])
 async def test_only_http_and_https_urls_are_fetched(url: str) -> None:
     backend = RecordingBackend()
     resolver = FakeResolver({"files.test": ["93.184.216.34"], "x.test": ["93.184.216.34"]})
-    async with guarded_client(
-        resolver=resolver, policy=AddressPolicy(), timeout=5, network_backend=backend
-    ) as client:
+    async with guarded_client(resolver=resolver, policy=AddressPolicy(), timeout=5, network_backend=backend) as client:
         with pytest.raises(FetchError):
             await fetch_limited(client, url, max_bytes=1024)
     assert backend.attempts == []
@@ -438,9 +423,7 @@ async def test_dns_rebinding_cannot_swap_the_address_after_the_check(server: Tin
     server.routes["/doc.json"] = Route()
     backend = RecordingBackend(httpcore.AnyIOBackend())
     resolver = RebindingResolver()
-    async with guarded_client(
-        resolver=resolver, policy=LOOPBACK_DEV, timeout=5, network_backend=backend
-    ) as client:
+    async with guarded_client(resolver=resolver, policy=LOOPBACK_DEV, timeout=5, network_backend=backend) as client:
         await fetch_limited(client, f"http://rebind.test:{server.port}/doc.json", max_bytes=1024)
         # One resolution per connection, and the connection used exactly that answer.
         assert resolver.calls == 1
@@ -522,12 +505,8 @@ async def test_tls_verifies_the_original_host_name(tmp_path: Path) -> None:
     tls_server.routes["/doc.json"] = Route(body=b'{"tls": true}')
     backend = RecordingBackend(httpcore.AnyIOBackend())
     try:
-        async with _loopback_client(
-            backend, ssl_context=ssl.create_default_context(cafile=str(cert))
-        ) as client:
-            fetched = await fetch_limited(
-                client, f"https://pinned.test:{tls_server.port}/doc.json", max_bytes=1024
-            )
+        async with _loopback_client(backend, ssl_context=ssl.create_default_context(cafile=str(cert))) as client:
+            fetched = await fetch_limited(client, f"https://pinned.test:{tls_server.port}/doc.json", max_bytes=1024)
     finally:
         await tls_server.stop()
     assert fetched.body == b'{"tls": true}'

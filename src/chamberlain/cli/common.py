@@ -33,7 +33,11 @@ DataDir = Annotated[
 ]
 ConfigFile = Annotated[
     Path | None,
-    typer.Option("--config", envvar="CHAMBERLAIN_CONFIG", help="Configuration file [default: DATA_DIR/chamberlain.yaml]."),
+    typer.Option(
+        "--config",
+        envvar="CHAMBERLAIN_CONFIG",
+        help="Configuration file [default: DATA_DIR/chamberlain.yaml].",
+    ),
 ]
 
 T = TypeVar("T")

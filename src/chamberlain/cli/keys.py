@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from rich.table import Table
-
 import typer
+from rich.table import Table
 
 from chamberlain.cli.common import ConfigFile, DataDir, console, initialised_store, run, settings_from
 from chamberlain.crypto.master_key import load_master_key

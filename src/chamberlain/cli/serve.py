@@ -20,7 +20,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080].")] = None,
     issuer: Annotated[
-        str | None, typer.Option(help="Public base URL clients use; http only on loopback [default: http://HOST:PORT].")
+        str | None,
+        typer.Option(help="Public base URL clients use; http only on loopback [default: http://HOST:PORT]."),
     ] = None,
 ) -> None:
     """Run the gateway: OAuth authorization server, login pages and MCP endpoints."""

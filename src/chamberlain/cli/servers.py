@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from chamberlain.cli.common import ConfigFile, DataDir, console, fail, initialised_store, run, settings_from
-from chamberlain.oauth.scopes import parse_scope
 from chamberlain.oauth.errors import OAuthError
+from chamberlain.oauth.scopes import parse_scope
 from chamberlain.store.servers import ServerRepository
 
 app = typer.Typer(help="Manage the MCP servers (protected resources).", no_args_is_help=True)
@@ -31,7 +31,7 @@ def add(
     """Register an MCP server."""
     settings = settings_from(data_dir, config)
     if not NAME.fullmatch(name):
-        fail(f"invalid server name {name!r}: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit")
+        fail(f"invalid server name {name!r}: use 1-63 of a-z, 0-9, '-' and '_', starting with a letter or digit")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         fail(f"invalid --url {url!r}: an absolute http:// or https:// URL is required")
@@ -57,7 +57,12 @@ def list_servers(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     async def fetch() -> list[tuple[str, str, str, str]]:
         async with initialised_store(settings) as engine:
             return [
-                (server.name, f"{settings.public_url}/mcp/{server.name}", server.url or "(built-in demo)", " ".join(server.scopes))
+                (
+                    server.name,
+                    f"{settings.public_url}/mcp/{server.name}",
+                    server.url or "(built-in demo)",
+                    " ".join(server.scopes),
+                )
                 for server in await ServerRepository(engine, settings.tenant).list()
             ]
 

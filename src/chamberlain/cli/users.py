@@ -8,8 +8,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from chamberlain.cli.common import ConfigFile, DataDir, console, fail, initialised_store, read_secret_from_stdin, run, settings_from
+from chamberlain.cli.common import (
+    ConfigFile,
+    DataDir,
+    console,
+    fail,
+    initialised_store,
+    read_secret_from_stdin,
+    run,
+    settings_from,
+)
+from chamberlain.crypto.master_key import load_master_key
 from chamberlain.identity.passwords import PasswordPolicyError, hash_password
+from chamberlain.identity.totp import encrypt_seed, new_totp_seed, provisioning_uri
 from chamberlain.store.users import UserRepository
 
 app = typer.Typer(help="Manage local users.", no_args_is_help=True)
@@ -19,7 +30,9 @@ app = typer.Typer(help="Manage local users.", no_args_is_help=True)
 def add(
     name: Annotated[str, typer.Argument(help="User name.")],
     role: Annotated[list[str], typer.Option("--role", help="Role to grant (repeatable).")],
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -50,7 +63,12 @@ def list_users(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     async def fetch() -> list[tuple[str, str, str, str]]:
         async with initialised_store(settings) as engine:
             return [
-                (user.username, ", ".join(user.roles), "yes" if user.totp_secret else "no", _state(user.disabled, user.locked_until))
+                (
+                    user.username,
+                    ", ".join(user.roles),
+                    "yes" if user.totp_secret else "no",
+                    _state(user.disabled, user.locked_until),
+                )
                 for user in await UserRepository(engine, settings.tenant).list()
             ]
 
@@ -66,3 +84,33 @@ def _state(disabled: bool, locked_until: float | None) -> str:
     if locked_until and locked_until > time.time():
         return "locked"
     return "active"
+
+
+@app.command("totp")
+def totp(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    disable: Annotated[bool, typer.Option("--disable", help="Remove the user's TOTP factor.")] = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Enrol a user in TOTP (prints the secret and an otpauth:// URI once), or remove the factor."""
+    settings = settings_from(data_dir, config)
+    seed = new_totp_seed()
+
+    async def update() -> bool:
+        async with initialised_store(settings) as engine:
+            users = UserRepository(engine, settings.tenant)
+            user = await users.get_by_username(name)
+            if user is None:
+                return False
+            secret = None if disable else encrypt_seed(seed, user.id, load_master_key(settings.data_dir))
+            await users.set_totp_secret(user.id, secret)
+            return True
+
+    if not run(update()):
+        fail(f"no user named {name!r}")
+    if disable:
+        console.print(f"Removed the TOTP factor of [bold]{name}[/].")
+        return
+    console.print(f"TOTP enrolled for [bold]{name}[/]. Secret: [bold]{seed}[/]")
+    console.print(provisioning_uri(seed, username=name, issuer="Chamberlain"), soft_wrap=True)

@@ -39,7 +39,7 @@ class DemoHandler:
         # The gateway already checked the caller; the SDK's DNS-rebinding check is for servers bound directly to
         # loopback and would refuse the public Host a deployment uses, so Origin is checked by the gateway instead.
         self._manager = StreamableHTTPSessionManager(
-            app=build_demo_server()._lowlevel_server,  # noqa: SLF001 - the SDK exposes no public accessor
+            app=build_demo_server()._lowlevel_server,
             stateless=True,
             json_response=True,
         )

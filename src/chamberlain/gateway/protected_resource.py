@@ -58,7 +58,10 @@ def challenge(
         params.append(f'error="{error}"')
         if description:
             params.append(f'error_description="{description}"')
-    body = {"error": error or "unauthorized", "error_description": description or "a bearer token is required"}
+    body = {
+        "error": error or "unauthorized",
+        "error_description": description or "a bearer token is required",
+    }
     return JSONResponse(body, status_code=status_code, headers={"WWW-Authenticate": "Bearer " + ", ".join(params)})
 
 
@@ -94,7 +97,11 @@ def authenticate(app: AppState, resource: ProtectedResource, request: Request) -
     # OAuth 2.1 §5.1.1 / MCP authorization: tokens travel only in the Authorization header, never in the URI.
     if "access_token" in request.query_params:
         return challenge(
-            app, resource, status_code=401, error=INVALID_REQUEST, description="tokens in the URI are not accepted"
+            app,
+            resource,
+            status_code=401,
+            error=INVALID_REQUEST,
+            description="tokens in the URI are not accepted",
         )
     authorization = request.headers.get("authorization", "")
     scheme, _, token = authorization.partition(" ")

@@ -7,7 +7,9 @@ layer keeps the original host name, so TLS still sends it as SNI and verifies th
 it. Because the socket goes to the exact address we checked, a DNS answer that changes between the
 check and the connection (DNS rebinding) cannot redirect us.
 
-See draft-ietf-oauth-client-id-metadata-document §6.6/§8.6 (SSRF) and RFC 9700 §4.17 for why.
+Why: draft-ietf-oauth-client-id-metadata-document-02 §8.6 "Server Side Request Forgery (SSRF)
+Attacks" (the AS SHOULD avoid fetching private or loopback addresses), cited by the MCP 2026-07-28
+"Security Considerations".
 """
 
 from __future__ import annotations

@@ -143,7 +143,9 @@ class AccessTokenVerifier:
             raise InvalidAccessToken("the access token is too long")
         try:
             decoded = jwt.decode(
-                token, ring.resolver(lambda: InvalidAccessToken("unknown signing key")), algorithms=ring.algorithms
+                token,
+                ring.resolver(lambda: InvalidAccessToken("unknown signing key")),
+                algorithms=ring.algorithms,
             )
         except InvalidAccessToken:
             raise
@@ -167,7 +169,14 @@ class AccessTokenVerifier:
 def _claims(raw: dict[str, Any]) -> AccessTokenClaims:
     audience = raw["aud"]
     audiences = (audience,) if isinstance(audience, str) else tuple(audience)
-    values = (raw["sub"], raw["client_id"], raw["jti"], raw.get("scope", ""), raw.get("tenant", ""), *audiences)
+    values = (
+        raw["sub"],
+        raw["client_id"],
+        raw["jti"],
+        raw.get("scope", ""),
+        raw.get("tenant", ""),
+        *audiences,
+    )
     if not all(isinstance(value, str) for value in values) or not audiences:
         raise TypeError("string claims expected")
     expires_at, issued_at, auth_time = raw["exp"], raw["iat"], raw.get("auth_time")

@@ -20,14 +20,13 @@ from chamberlain.oauth.clients import Client
 from chamberlain.oauth.errors import (
     ACCESS_DENIED,
     INVALID_REQUEST,
-    INVALID_SCOPE,
     INVALID_TARGET,
     UNAUTHORIZED_CLIENT,
     UNSUPPORTED_RESPONSE_TYPE,
     OAuthError,
 )
 from chamberlain.oauth.redirect_uri import redirect_uri_matches
-from chamberlain.oauth.scopes import format_scope, parse_scope
+from chamberlain.oauth.scopes import format_scope, granted_scopes
 from chamberlain.sessions.browser import SignedIn, signed_in
 from chamberlain.state import AppState, ProtectedResource
 from chamberlain.store.grants import AuthorizationCode
@@ -92,7 +91,9 @@ async def decide(request: Request) -> Response:
     subject = f"{signed.session_id if signed else ''}\x00{query}"
     if not app.csrf.check(request, _form_value(form, "csrf_token"), CONSENT_PURPOSE, subject):
         return message_page(
-            "Request expired", "This form is no longer valid. Go back to the application and try again.", status_code=403
+            "Request expired",
+            "This form is no longer valid. Go back to the application and try again.",
+            status_code=403,
         )
     return await _handle(app, request, query, decision=decision)
 
@@ -135,21 +136,20 @@ async def parse_request(app: AppState, query: str) -> AuthorizationRequest:
         raise fail(UNSUPPORTED_RESPONSE_TYPE, "only response_type=code is supported")
     if "authorization_code" not in client.metadata.grant_types:
         raise fail(UNAUTHORIZED_CLIENT, "this client is not registered for the authorization_code grant")
+    resource = _resource(app, params.get("resource"))
     try:
         challenge = pkce.validate_challenge(params.get("code_challenge"), params.get("code_challenge_method"))
-        scopes = parse_scope(params.get("scope"))
+        if resource is None:
+            # RFC 8707 §2: the resource must be a protected resource this server issues tokens for.
+            raise OAuthError(INVALID_TARGET, "resource must name an MCP server registered here")
+        scopes = granted_scopes(
+            params.get("scope"),
+            known=app.settings.scopes,
+            resource_scopes=resource.server.scopes,
+            client_scope=client.metadata.scope,
+        )
     except OAuthError as failure:
         raise AuthorizationRedirectError(failure, redirect_uri, state) from None
-    resource = _resource(app, params.get("resource"))
-    if resource is None:
-        # RFC 8707 §2: the resource must be a protected resource this server issues tokens for.
-        raise fail(INVALID_TARGET, "resource must name an MCP server registered here")
-    scopes = scopes or frozenset(resource.server.scopes)
-    allowed = frozenset(app.settings.scopes) | frozenset(resource.server.scopes)
-    if client.metadata.scope is not None:
-        allowed &= parse_scope(client.metadata.scope)
-    if not scopes <= allowed:
-        raise fail(INVALID_SCOPE, f"unknown or unregistered scope: {format_scope(set(scopes - allowed))}")
     return AuthorizationRequest(
         query=query,
         client=client,

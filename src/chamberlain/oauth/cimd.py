@@ -1,5 +1,7 @@
-"""OAuth Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document, MCP 2025-11-25 and
-2026-07-28 "Client Registration"): a client_id that is an https URL naming the client's own metadata.
+"""OAuth Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document, "the CIMD draft";
+MCP 2025-11-25 "Authorization" and 2026-07-28 "Client Registration"): a client_id that is an https URL
+naming the client's own metadata. Sections of the draft are cited by title, since its numbering moves
+between revisions.
 
 The authorization server fetches the document through the SSRF guard (chamberlain.net.ssrf), checks
 that it names itself (`client_id` equal to the URL), that it claims no shared secret, and that its
@@ -45,18 +47,16 @@ from chamberlain.oauth.errors import INVALID_CLIENT, OAuthError
 logger = logging.getLogger(__name__)
 
 MAX_CLIENT_ID_LENGTH: Final = 2000
-# draft-ietf-oauth-client-id-metadata-document §4.1: no shared secret can be established with a
+# CIMD draft, "Client Metadata Document": no shared secret can be established with a
 # document anyone can read, so these authentication methods and members are forbidden.
-SHARED_SECRET_AUTH_METHODS: Final = frozenset(
-    {"client_secret_basic", "client_secret_post", "client_secret_jwt"}
-)
+SHARED_SECRET_AUTH_METHODS: Final = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
 FORBIDDEN_MEMBERS: Final = ("client_secret", "client_secret_expires_at")
 # MCP 2025-11-25 / 2026-07-28 "Client ID Metadata Documents": the document MUST include at least these.
 REQUIRED_MEMBERS: Final = ("client_id", "client_name", "redirect_uris")
 
 
 def _client_id_url_problem(client_id: str, *, allow_http: bool) -> str | None:
-    """Why `client_id` is not a usable metadata document URL (draft §3), or None if it is."""
+    """Why `client_id` is not a usable metadata document URL (CIMD draft, "Client Identifier"), or None."""
     if not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH:
         return f"must be a URL of at most {MAX_CLIENT_ID_LENGTH} characters"
     if any(char.isspace() or not char.isprintable() or not char.isascii() for char in client_id):
@@ -83,10 +83,10 @@ def _client_id_url_problem(client_id: str, *, allow_http: bool) -> str | None:
 
 
 def is_client_id_url(client_id: str) -> bool:
-    """Whether `client_id` is a Client ID Metadata Document URL (draft §3) rather than a registered id.
+    """Whether `client_id` is a Client ID Metadata Document URL rather than a registered id.
 
-    https scheme, a host, a path other than "/", no fragment, no userinfo, no dot segments; a query
-    and a port are allowed.
+    CIMD draft, "Client Identifier": https scheme, a host, a path other than "/", no fragment, no
+    userinfo, no dot segments; a query and a port are allowed.
     """
     return _client_id_url_problem(client_id, allow_http=False) is None
 
@@ -122,9 +122,7 @@ def _delta_seconds(value: str | None) -> int | None:
     return int(value)
 
 
-def freshness_lifetime(
-    headers: httpx.Headers, *, default: float, now: Callable[[], float] = time.time
-) -> float | None:
+def freshness_lifetime(headers: httpx.Headers, *, default: float, now: Callable[[], float] = time.time) -> float | None:
     """Seconds a response may be reused for, per RFC 9111 §4.2.1, or None when it must not be stored.
 
     `default` is used when the response says nothing (RFC 9111 §4.2.2 leaves heuristics to the cache).
@@ -166,17 +164,17 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 def _is_json_media_type(content_type: str | None) -> bool:
-    # draft §4.1: application/json, or a more specific application/<something>+json type.
+    # CIMD draft, "Client Information Discovery": 200 OK with application/json or a more specific
+    # application/<AS-defined>+json type; every other status and type is an error.
     if content_type is None:
         return False
     media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    )
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 def _parse_document(fetched: FetchedDocument) -> dict[str, Any]:
     if 300 <= fetched.status < 400:
+        # CIMD draft, "Client Information Discovery": redirects MUST NOT be followed automatically.
         raise _invalid_client("the client metadata document URL redirects; redirects are not followed")
     if fetched.status != 200:
         raise _invalid_client(f"the client metadata document URL returned HTTP {fetched.status}, not 200")
@@ -200,8 +198,8 @@ def _validate_document(client_id: str, document: dict[str, Any]) -> ClientMetada
     missing = [name for name in REQUIRED_MEMBERS if name not in document]
     if missing:
         raise _invalid_client(f"the client metadata document lacks required members: {', '.join(missing)}")
-    # draft §4.1: the client_id member MUST match the document URL by simple string comparison
-    # (RFC 3986 §6.2.1) — otherwise any document could claim to be any client.
+    # CIMD draft, "Client Metadata Document": the client_id member MUST match the document URL by
+    # simple string comparison (RFC 3986 §6.2.1); otherwise any document could claim to be any client.
     if document["client_id"] != client_id:
         raise _invalid_client("the client_id in the client metadata document does not match its URL")
     present = [name for name in FORBIDDEN_MEMBERS if name in document]
@@ -230,7 +228,7 @@ class _CacheEntry:
 class ClientMetadataDocumentResolver:
     """Fetches, validates and caches Client ID Metadata Documents.
 
-    `resolver`/`policy` drive the SSRF guard. `max_bytes` defaults to the draft's recommended 5 KB.
+    `resolver`/`policy` drive the SSRF guard. `max_bytes` defaults to the 5 KB the CIMD draft recommends.
     Cache lifetimes from Cache-Control/Expires are clamped to [min_cache, max_cache] seconds (a
     response without either is kept for min_cache); no-store and no-cache responses are not kept.
     `allow_http_loopback` (development, tests) also accepts http:// client_ids, fetched only if the
@@ -308,7 +306,8 @@ class ClientMetadataDocumentResolver:
     async def _fetch_and_store(self, client_id: str) -> ClientMetadata:
         fetched = await self._fetch(client_id)
         metadata = _validate_document(client_id, _parse_document(fetched))
-        # draft §4.4: error responses and invalid documents are never cached; only this path stores.
+        # CIMD draft, "Metadata Caching": error responses and invalid documents are never cached,
+        # and this success path is the only one that stores.
         lifetime = freshness_lifetime(fetched.headers, default=self._min_cache)
         if lifetime is not None:
             self._store(client_id, metadata, min(max(lifetime, self._min_cache), self._max_cache))
@@ -344,12 +343,8 @@ class ClientMetadataDocumentResolver:
                     total_timeout=self._timeout,
                 )
             except ResponseTooLargeError as exc:
-                raise _invalid_client(
-                    f"the client metadata document is larger than {self._max_bytes} bytes"
-                ) from exc
+                raise _invalid_client(f"the client metadata document is larger than {self._max_bytes} bytes") from exc
             except FetchError as exc:
                 logger.info("client metadata document %s could not be fetched: %s", client_id, exc)
                 host = urlsplit(client_id).hostname
-                raise _invalid_client(
-                    f"the client metadata document could not be retrieved from {host}"
-                ) from exc
+                raise _invalid_client(f"the client metadata document could not be retrieved from {host}") from exc

@@ -52,8 +52,11 @@ class ClientAuthenticator:
 
     async def authenticate(self, form: Mapping[str, str], authorization: str | None) -> Client:
         method, client_id, credential = _presented_credentials(form, authorization)
-        client = await self._directory.find(client_id)
         basic = method == "client_secret_basic"
+        try:
+            client = await self._directory.find(client_id)
+        except OAuthError as failure:  # a metadata document that cannot be fetched or used
+            raise invalid_client(failure.description or "the client's metadata could not be used") from None
         if client is None:
             raise invalid_client("unknown or revoked client", basic_auth_attempted=basic)
         registered = client.metadata.token_endpoint_auth_method
@@ -112,10 +115,10 @@ def _presented_credentials(form: Mapping[str, str], authorization: str | None) -
             raise OAuthError(INVALID_REQUEST, f"client_assertion_type must be {JWT_BEARER_ASSERTION}")
         client_id = form.get("client_id") or _assertion_subject(form["client_assertion"])
         return method, client_id, form["client_assertion"]
-    client_id = form.get("client_id")
-    if not client_id:
+    public_id = form.get("client_id")
+    if not public_id:
         raise invalid_client("client_id is required")
-    return method, client_id, form.get("client_secret")
+    return method, public_id, form.get("client_secret")
 
 
 def _parse_basic(authorization: str) -> tuple[str, str]:

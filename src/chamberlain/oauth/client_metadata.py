@@ -51,7 +51,7 @@ class ClientMetadata:
     """
 
     redirect_uris: list[str] = field(default_factory=list)
-    token_endpoint_auth_method: TokenEndpointAuthMethod = "client_secret_basic"  # noqa: S105 - a method name
+    token_endpoint_auth_method: TokenEndpointAuthMethod = "client_secret_basic"
     grant_types: list[GrantType] = field(default_factory=lambda: ["authorization_code"])
     response_types: list[ResponseType] = field(default_factory=lambda: ["code"])
     client_name: str | None = None
@@ -69,7 +69,7 @@ class ClientMetadata:
     @property
     def is_public(self) -> bool:
         """RFC 6749 §2.1: a client that cannot authenticate at the token endpoint."""
-        return self.token_endpoint_auth_method == "none"  # noqa: S105 - a method name
+        return self.token_endpoint_auth_method == "none"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready members, omitting unset ones; `parse_client_metadata` reads it back unchanged."""
@@ -170,8 +170,8 @@ def _https_uri(data: Mapping[str, Any], name: str) -> str | None:
     except ValueError:
         raise _metadata_error(f"{name} must be a valid URL") from None
     if parts.scheme != "https" or not parts.hostname:
-        # RFC 7591 §5 leaves the fetching and display of these URIs to the server; serving them over
-        # anything but https would let a network attacker swap the logo or the terms shown to users.
+        # RFC 7591 §5: these URIs are shown to users on consent screens; served over anything but
+        # https, a network attacker could swap the logo or the terms users are shown.
         raise _metadata_error(f"{name} must be an absolute https URL")
     if "@" in parts.netloc:
         raise _metadata_error(f"{name} must not contain userinfo")
@@ -226,11 +226,11 @@ def _check_grant_consistency(
     if has_code_grant != ("code" in response_types):
         raise _metadata_error('grant type "authorization_code" and response type "code" go together')
     if has_code_grant and not redirect_uris:
-        # RFC 6749 §3.1.2.2 / OAuth 2.1 §2.3.1: every client using redirects registers its URIs.
+        # RFC 6749 §3.1.2.2 (and RFC 9700 §4.1.3, which makes it exact-match): redirects need registered URIs.
         raise _redirect_error("redirect_uris is required for the authorization_code grant")
     if "refresh_token" in grant_types and not has_code_grant:
-        # OAuth 2.1 §4.2.3: client credentials responses carry no refresh token, so a refresh grant
-        # only makes sense alongside authorization_code.
+        # RFC 6749 §4.4.3: a client credentials response SHOULD NOT carry a refresh token, so a
+        # refresh grant only makes sense alongside authorization_code.
         raise _metadata_error('grant type "refresh_token" requires "authorization_code"')
     if "client_credentials" in grant_types and auth_method == "none":
         # RFC 6749 §4.4: the client credentials grant MUST only be used by confidential clients.

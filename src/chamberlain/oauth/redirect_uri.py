@@ -18,9 +18,7 @@ MAX_REDIRECT_URI_LENGTH = 2000
 # RFC 3986 §2: the only characters a URI may contain (unreserved, reserved, and "%" for pct-encoding).
 # Anything else (whitespace, controls, backslash, non-ASCII) is refused outright: browsers "repair"
 # such URIs in ways that differ from our byte comparison, which is how redirect-URI bypasses start.
-_URI_CHARACTERS = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%"
-)
+_URI_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%")
 _BAD_PERCENT_ENCODING = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 # RFC 3986 Appendix B: the reference regular expression that splits a URI into its five components.
@@ -80,7 +78,7 @@ def _check_characters(uri: str) -> None:
 def _split_authority(authority: str) -> _Authority:
     if "@" in authority:
         # Userinfo lets "https://good.example@evil.example/" look like good.example to a human reader,
-        # and RFC 9700 §4.1 / OAuth 2.1 §7.12.2 warn against anything that can confuse the target host.
+        # and RFC 9700 §4.1 warns against anything that lets validation and browser disagree on the host.
         raise _reject("must not contain userinfo ('@' in the authority)")
     if authority.startswith("["):
         host, bracket, rest = authority.partition("]")
@@ -149,8 +147,8 @@ def _check_web_uri(parts: _Uri, scheme: str) -> _Authority:
     _check_host(authority.host)
     _check_port(authority.port)
     if scheme == "http" and not _is_loopback_host(authority.host):
-        # RFC 6749 §3.1.2.1 / RFC 9700 §2.6: TLS is required, except for the loopback interface, which
-        # never leaves the device (RFC 8252 §7.3, §8.3).
+        # RFC 6749 §3.1.2.1: TLS is required, except for the loopback interface, which never leaves
+        # the device (RFC 8252 §7.3, §8.3).
         raise _reject("must use https; http is only allowed for loopback (127.0.0.1, [::1], localhost)")
     return authority
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from chamberlain.oauth.errors import INVALID_SCOPE, OAuthError
 
@@ -22,3 +23,17 @@ def parse_scope(value: str | None) -> frozenset[str]:
 
 def format_scope(scopes: frozenset[str] | set[str]) -> str:
     return " ".join(sorted(scopes))
+
+
+def granted_scopes(
+    requested: str | None, *, known: Iterable[str], resource_scopes: tuple[str, ...], client_scope: str | None
+) -> frozenset[str]:
+    """The scopes a request gets: what it asked for (the resource's own scopes when it asked for none), which must
+    be known here and, when the client registered a `scope` (RFC 7591 §2), within it."""
+    scopes = parse_scope(requested) or frozenset(resource_scopes)
+    allowed = frozenset(known) | frozenset(resource_scopes)
+    if client_scope is not None:
+        allowed &= parse_scope(client_scope)
+    if not scopes <= allowed:
+        raise OAuthError(INVALID_SCOPE, f"scope not allowed for this client: {format_scope(set(scopes - allowed))}")
+    return scopes

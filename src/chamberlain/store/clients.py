@@ -37,9 +37,7 @@ class ClientRepository:
         client_metadata: dict[str, Any],
         secret_hash: bytes | None,
     ) -> ClientRecord:
-        record = ClientRecord(
-            client_id, self._tenant_id, registration, secret_hash, client_metadata, time.time(), None
-        )
+        record = ClientRecord(client_id, self._tenant_id, registration, secret_hash, client_metadata, time.time(), None)
         async with self._engine.begin() as connection:
             await connection.execute(
                 clients.insert().values(
@@ -78,9 +76,7 @@ class ClientRepository:
             row = (
                 (
                     await connection.execute(
-                        select(clients).where(
-                            clients.c.tenant_id == self._tenant_id, clients.c.client_id == client_id
-                        )
+                        select(clients).where(clients.c.tenant_id == self._tenant_id, clients.c.client_id == client_id)
                     )
                 )
                 .mappings()

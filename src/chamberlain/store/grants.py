@@ -148,11 +148,20 @@ class GrantRepository:
 
     # -- grants and refresh tokens ---------------------------------------------------------------------------------
 
-    async def open_grant(
-        self, *, client_id: str, user_id: str | None, scope: str, resource: str, ttl: float
-    ) -> Grant:
+    async def open_grant(self, *, client_id: str, user_id: str | None, scope: str, resource: str, ttl: float) -> Grant:
         now = time.time()
-        grant = Grant(str(uuid.uuid4()), self._tenant_id, client_id, user_id, scope, resource, None, now, now + ttl, None)
+        grant = Grant(
+            str(uuid.uuid4()),
+            self._tenant_id,
+            client_id,
+            user_id,
+            scope,
+            resource,
+            None,
+            now,
+            now + ttl,
+            None,
+        )
         async with self._engine.begin() as connection:
             await connection.execute(grants.insert().values(**grant.__dict__))
         return grant
@@ -206,7 +215,11 @@ class GrantRepository:
             row = (
                 (
                     await connection.execute(
-                        select(refresh_tokens.c.rotated_at, refresh_tokens.c.expires_at.label("token_expires_at"), grants)
+                        select(
+                            refresh_tokens.c.rotated_at,
+                            refresh_tokens.c.expires_at.label("token_expires_at"),
+                            grants,
+                        )
                         .join(grants, grants.c.id == refresh_tokens.c.grant_id)
                         .where(refresh_tokens.c.token_hash == token_hash, grants.c.tenant_id == self._tenant_id)
                     )

@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chamberlain.crypto.signing_keys import GeneratedKey
 from chamberlain.store.schema import signing_keys
 
-
 KeyRow = Row[tuple[object, ...]]
 
 

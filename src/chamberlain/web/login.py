@@ -36,7 +36,9 @@ async def submit_login(request: Request) -> Response:
     fields = {name: value for name, value in form.items() if isinstance(value, str)}
     return_to = fields.get("return_to", "")
     if not app.csrf.check(request, fields.get("csrf_token"), LOGIN_PURPOSE, return_to):
-        return message_page("Request expired", "This sign-in form is no longer valid; please start again.", status_code=403)
+        return message_page(
+            "Request expired", "This sign-in form is no longer valid; please start again.", status_code=403
+        )
     authorization = await _authorization(app, return_to)
     username = fields.get("username", "")[:200]
     result = await authenticate(

@@ -49,5 +49,7 @@ def render(
 
 def message_page(heading: str, message: str, *, status_code: int, is_error: bool = True) -> HTMLResponse:
     return render(
-        "message.html", {"heading": heading, "message": message, "is_error": is_error}, status_code=status_code
+        "message.html",
+        {"heading": heading, "message": message, "is_error": is_error},
+        status_code=status_code,
     )

@@ -1,0 +1,171 @@
+"""The `chamberlain` command: every mistake is one clear message and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from chamberlain.cli.main import app
+from chamberlain.settings import load_settings
+from chamberlain.store.clients import ClientRepository
+from chamberlain.store.database import create_engine
+
+runner = CliRunner()
+
+
+def invoke(
+    *args: str, data_dir: Path | None = None, stdin: str | None = None, env: dict[str, str] | None = None
+) -> Result:
+    argv = [*args, "--data-dir", str(data_dir)] if data_dir is not None else list(args)
+    return runner.invoke(app, argv, input=stdin, env=env or {})
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    result = invoke("init", data_dir=tmp_path)
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def test_init_prints_a_one_time_password_once(tmp_path: Path) -> None:
+    first = invoke("init", data_dir=tmp_path)
+    assert first.exit_code == 0
+    assert re.search(r"one-time password: \S{20,}", first.output)
+    assert (tmp_path / "master.key").stat().st_mode & 0o777 == 0o600
+    second = invoke("init", data_dir=tmp_path)
+    assert second.exit_code == 0
+    assert "Already initialised" in second.output
+    assert "password" not in second.output
+
+
+def test_data_dir_comes_from_the_environment(tmp_path: Path) -> None:
+    result = invoke("init", env={"CHAMBERLAIN_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "chamberlain.db").exists()
+
+
+def test_commands_on_an_uninitialised_data_dir_say_what_to_do(tmp_path: Path) -> None:
+    result = invoke("users", "list", data_dir=tmp_path / "empty")
+    assert result.exit_code == 1
+    assert "run 'chamberlain init' first" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_users_add_and_list(data_dir: Path) -> None:
+    added = invoke(
+        "users", "add", "bob", "--role", "developer", "--password-stdin", data_dir=data_dir, stdin="s3cret-pass\n"
+    )
+    assert added.exit_code == 0, added.output
+    listed = invoke("users", "list", data_dir=data_dir)
+    assert "bob" in listed.output
+    assert "developer" in listed.output
+    assert "admin" in listed.output
+
+
+def test_duplicate_user_is_refused(data_dir: Path) -> None:
+    invoke("users", "add", "carol", "--role", "developer", "--password-stdin", data_dir=data_dir, stdin="password-1\n")
+    again = invoke(
+        "users", "add", "carol", "--role", "developer", "--password-stdin", data_dir=data_dir, stdin="password-2\n"
+    )
+    assert again.exit_code == 1
+    assert "already exists" in again.output
+
+
+def test_short_password_and_missing_stdin_flag_are_refused(data_dir: Path) -> None:
+    short = invoke(
+        "users", "add", "dave", "--role", "developer", "--password-stdin", data_dir=data_dir, stdin="short\n"
+    )
+    assert short.exit_code == 1
+    assert "at least 8 characters" in short.output
+    no_flag = invoke("users", "add", "dave", "--role", "developer", data_dir=data_dir)
+    assert no_flag.exit_code == 1
+    assert "--password-stdin" in no_flag.output
+
+
+def test_servers_add_list_remove(data_dir: Path) -> None:
+    added = invoke("servers", "add", "github", "--url", "https://mcp.example.com/mcp", data_dir=data_dir)
+    assert added.exit_code == 0, added.output
+    assert "/mcp/github" in added.output
+    listed = invoke("servers", "list", data_dir=data_dir)
+    assert "github" in listed.output
+    assert "demo" in listed.output
+    removed = invoke("servers", "remove", "github", data_dir=data_dir)
+    assert removed.exit_code == 0
+    gone = invoke("servers", "remove", "github", data_dir=data_dir)
+    assert gone.exit_code == 1
+    assert "no server named 'github'" in gone.output
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "message"),
+    [
+        ("Bad Name", "https://mcp.example.com", "invalid server name"),
+        ("../etc", "https://mcp.example.com", "invalid server name"),
+        ("ok", "ftp://mcp.example.com", "invalid --url"),
+        ("ok", "not a url", "invalid --url"),
+    ],
+)
+def test_servers_add_refuses_bad_input(data_dir: Path, name: str, url: str, message: str) -> None:
+    result = invoke("servers", "add", name, "--url", url, data_dir=data_dir)
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+def test_duplicate_server_is_refused(data_dir: Path) -> None:
+    result = invoke("servers", "add", "demo", "--url", "https://mcp.example.com", data_dir=data_dir)
+    assert result.exit_code == 1
+    assert "already exists" in result.output
+
+
+def test_keys_rotate_keeps_the_old_key_for_verification(data_dir: Path) -> None:
+    before = invoke("keys", "list", data_dir=data_dir)
+    assert before.output.count("signing") == 1
+    rotated = invoke("keys", "rotate", data_dir=data_dir)
+    assert rotated.exit_code == 0, rotated.output
+    after = invoke("keys", "list", data_dir=data_dir)
+    assert after.output.count("signing") == 1
+    assert after.output.count("retiring") == 1
+
+
+def test_clients_list_show_revoke(data_dir: Path) -> None:
+    async def add_client() -> None:
+        settings = load_settings(data_dir=data_dir, environ={})
+        engine = create_engine(settings.effective_database_url)
+        try:
+            await ClientRepository(engine, settings.tenant).add(
+                "client-1", "dynamic", {"client_name": "Editor", "token_endpoint_auth_method": "none"}, None
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(add_client())
+    assert "Editor" in invoke("clients", "list", data_dir=data_dir).output
+    shown = invoke("clients", "show", "client-1", data_dir=data_dir)
+    assert shown.exit_code == 0
+    assert '"client_name": "Editor"' in shown.output
+    revoked = invoke("clients", "revoke", "client-1", data_dir=data_dir)
+    assert revoked.exit_code == 0, revoked.output
+    assert "revoked" in invoke("clients", "list", data_dir=data_dir).output
+    again = invoke("clients", "revoke", "client-1", data_dir=data_dir)
+    assert again.exit_code == 1
+    missing = invoke("clients", "show", "nobody", data_dir=data_dir)
+    assert missing.exit_code == 1
+    assert "no client 'nobody'" in missing.output
+
+
+def test_serve_refuses_an_http_issuer_off_loopback(data_dir: Path) -> None:
+    result = invoke("serve", "--issuer", "http://gateway.example.com", data_dir=data_dir)
+    assert result.exit_code == 1
+    assert "http issuer is accepted only on loopback" in result.output
+
+
+def test_a_configuration_mistake_names_the_key_and_file(data_dir: Path) -> None:
+    (data_dir / "chamberlain.yaml").write_text("port: 8080\nlogn:\n  max_failed_attempts: 3\n")
+    result = invoke("users", "list", data_dir=data_dir)
+    assert result.exit_code == 1
+    assert f"{data_dir / 'chamberlain.yaml'}:2: unknown setting 'logn'" in result.output.replace("\n", "")
