@@ -51,6 +51,7 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         Route("/authorize", authorize.decide, methods=["POST"]),
         Route("/login", login.show_login, methods=["GET"]),
         Route("/login", login.submit_login, methods=["POST"]),
+        Route("/login/password", login.submit_new_password, methods=["POST"]),
         Route("/login/done", login.signed_in_page, methods=["GET"]),
         Route("/token", token.token, methods=["POST"]),
         Route("/revoke", revocation.revoke, methods=["POST"]),

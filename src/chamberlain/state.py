@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chamberlain.crypto.master_key import MasterKey, load_master_key
 from chamberlain.crypto.signing_keys import KeyRing, load_signing_key
+from chamberlain.identity.password_change import PasswordChangeTickets
 from chamberlain.net.ssrf import AddressPolicy, Resolver, SystemResolver
 from chamberlain.oauth.access_tokens import AccessTokenIssuer, AccessTokenVerifier
 from chamberlain.oauth.cimd import ClientMetadataDocumentResolver
@@ -86,6 +87,7 @@ class AppState:
         )
         self.cookies = CookiePolicy(secure=settings.cookies_secure)
         self.csrf = CsrfProtection(self.master_key.derive("csrf"), self.cookies)
+        self.password_change_tickets = PasswordChangeTickets(self.master_key.derive("password-change"))
         self.token_issuer = AccessTokenIssuer(self.issuer, self.current_keys, settings.tokens.access_token_ttl)
         self.token_verifier = AccessTokenVerifier(self.issuer, self.current_keys, self.revocations)
 

@@ -34,14 +34,12 @@ async def signed_in(app: AppState, request: Request) -> SignedIn | None:
     return SignedIn(session_id, session, user)
 
 
-async def start_session(app: AppState, response: Response, user: User, *, mfa: bool) -> None:
+async def start_session(app: AppState, request: Request, response: Response, user: User, *, mfa: bool) -> None:
+    """Always a new session id, and the browser's previous session ends: an id planted before sign-in (session
+    fixation) is worthless after it."""
+    previous = app.cookies.read(request, COOKIE)
+    if previous:
+        await app.browser_sessions.delete(previous)
     ttl = app.settings.login.session_ttl
     session_id = await app.browser_sessions.create(user.id, mfa=mfa, ttl=ttl)
     app.cookies.write(response, COOKIE, session_id, max_age=ttl)
-
-
-async def end_session(app: AppState, request: Request, response: Response) -> None:
-    session_id = app.cookies.read(request, COOKIE)
-    if session_id:
-        await app.browser_sessions.delete(session_id)
-    app.cookies.clear(response, COOKIE)

@@ -31,6 +31,3 @@ class CookiePolicy:
             httponly=True,
             samesite="lax",
         )
-
-    def clear(self, response: Response, short_name: str) -> None:
-        response.delete_cookie(self.name(short_name), path="/", secure=self.secure, httponly=True, samesite="lax")

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from chamberlain.identity.local_login import LoginOutcome, authenticate
+from chamberlain.identity.passwords import PasswordPolicyError, hash_password, verify_password
 from chamberlain.oauth.authorize import (
     LOGIN_PURPOSE,
     AuthorizationPageError,
@@ -14,9 +15,12 @@ from chamberlain.oauth.authorize import (
     login_page,
     parse_request,
 )
-from chamberlain.sessions.browser import end_session, start_session
+from chamberlain.sessions.browser import start_session
 from chamberlain.state import AppState
-from chamberlain.web.pages import message_page
+from chamberlain.store.users import User
+from chamberlain.web.pages import message_page, render
+
+PASSWORD_PURPOSE = "password-change"
 
 _MESSAGES = {
     LoginOutcome.INVALID: "Incorrect user name, password or code.",
@@ -59,11 +63,69 @@ async def submit_login(request: Request) -> Response:
             totp_required=result.outcome is LoginOutcome.TOTP_REQUIRED,
             status_code=401,
         )
-    target = f"/authorize?{return_to}" if authorization else "/login/done"
+    if result.user.must_change_password:
+        return _change_password_page(app, request, result.user, authorization)
+    return await _signed_in(app, request, result.user, authorization)
+
+
+async def submit_new_password(request: Request) -> Response:
+    """POST /login/password: a user who signed in with a one-time password sets their own."""
+    app: AppState = request.app.state.chamberlain
+    form = await request.form()
+    fields = {name: value for name, value in form.items() if isinstance(value, str)}
+    authorization = await _authorization(app, fields.get("return_to", ""))
+    ticket = fields.get("ticket", "")
+    user_id = app.password_change_tickets.redeem(ticket)
+    user = await app.users.get(user_id) if user_id else None
+    if user is None or not app.csrf.check(request, fields.get("csrf_token"), PASSWORD_PURPOSE, ticket):
+        return message_page("Request expired", "This form is no longer valid; please sign in again.", status_code=403)
+    new_password = fields.get("new_password", "")
+    error = None
+    if new_password != fields.get("confirm_password"):
+        error = "The two passwords differ."
+    elif verify_password(user.password_hash, new_password):
+        error = "Choose a password other than the one-time password."
+    else:
+        try:
+            password_hash = hash_password(new_password)
+        except PasswordPolicyError as problem:
+            error = str(problem).capitalize() + "."
+    if error is not None:
+        return _change_password_page(app, request, user, authorization, error=error)
+    await app.users.set_password(user.id, password_hash, must_change_password=False)
+    return await _signed_in(app, request, user, authorization)
+
+
+async def _signed_in(
+    app: AppState, request: Request, user: User, authorization: AuthorizationRequest | None
+) -> Response:
+    target = f"/authorize?{authorization.query}" if authorization else "/login/done"
     response = RedirectResponse(target, status_code=303)
-    # A new session id at every sign-in: an id planted before it (session fixation) is worthless.
-    await end_session(app, request, response)
-    await start_session(app, response, result.user, mfa=result.user.totp_secret is not None)
+    await start_session(app, request, response, user, mfa=user.totp_secret is not None)
+    return response
+
+
+def _change_password_page(
+    app: AppState,
+    request: Request,
+    user: User,
+    authorization: AuthorizationRequest | None,
+    *,
+    error: str | None = None,
+) -> Response:
+    ticket = app.password_change_tickets.issue(user.id)
+    browser_value, fresh = app.csrf.browser_value(request)
+    context = {
+        "csrf_token": app.csrf.token(browser_value, PASSWORD_PURPOSE, ticket),
+        "ticket": ticket,
+        "return_to": authorization.query if authorization else "",
+        "username": user.username,
+        "error": error,
+    }
+    targets = (authorization.redirect_target,) if authorization else ()
+    response = render("change_password.html", context, status_code=400 if error else 200, form_targets=targets)
+    if fresh:
+        app.csrf.set_cookie(response, browser_value)
     return response
 
 
