@@ -6,9 +6,11 @@ and the SDK `Client` lists and calls the demo tools, in the legacy (initialize) 
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from mcp_types import TextContent
+from sqlalchemy import text
 
 from tests.support.mcp_sdk import (
     SDK_REDIRECT_URI,
@@ -32,6 +34,8 @@ async def test_sdk_discovers_registers_authorizes_and_calls_tools(server: Runnin
     authorizer = HeadlessAuthorizer(server)
 
     async with sdk_client(server, storage, authorizer, mode=mode) as connection:
+        expected_version = "2025-11-25" if mode == "legacy" else "2026-07-28"
+        assert connection.client.protocol_version == expected_version
         tools = await connection.client.list_tools()
         assert {tool.name for tool in tools.tools} >= {"echo", "add"}
         result = await connection.client.call_tool("add", {"a": 2, "b": 3})
@@ -62,19 +66,21 @@ async def test_sdk_discovers_registers_authorizes_and_calls_tools(server: Runnin
     assert storage.client_info.client_id
     assert storage.client_info.issuer == server.base_url
     assert [str(uri) for uri in storage.client_info.redirect_uris or []] == [SDK_REDIRECT_URI]
-    async with server.engine() as engine:
-        from sqlalchemy import text
-
-        async with engine.connect() as db:
-            rows = (await db.execute(text("SELECT client_id FROM clients"))).scalars().all()
-    assert storage.client_info.client_id in rows
+    async with server.engine() as engine, engine.connect() as db:
+        registered = (await db.execute(text("SELECT client_id FROM clients"))).scalars().all()
+    assert storage.client_info.client_id in registered
 
     # One authorization, at our endpoint, for this resource (RFC 8707), with PKCE S256.
     assert len(authorizer.authorization_urls) == 1
-    assert authorizer.authorization_urls[0].startswith(f"{server.base_url}/authorize?")
-    assert f"resource={server.resource('demo').replace(':', '%3A').replace('/', '%2F')}" in (
-        authorizer.authorization_urls[0]
+    authorization_url = urlsplit(authorizer.authorization_urls[0])
+    assert f"{authorization_url.scheme}://{authorization_url.netloc}{authorization_url.path}" == (
+        f"{server.base_url}/authorize"
     )
+    query = {key: values[0] for key, values in parse_qs(authorization_url.query).items()}
+    assert query["resource"] == server.resource("demo")
+    assert query["code_challenge_method"] == "S256"
+    assert query["client_id"] == storage.client_info.client_id
+    assert "mcp:tools" in query["scope"].split()  # from the challenge's scope / the PRM's scopes_supported
 
     # The access token is audience-bound to exactly this MCP server.
     assert storage.tokens is not None
