@@ -108,7 +108,8 @@ async def test_sdk_refreshes_an_expired_access_token(server: RunningServer, mode
     async with sdk_client(server, storage, authorizer, mode=mode) as connection:
         await connection.client.list_tools()
         provider = connection.provider
-    assert storage.tokens is not None and storage.tokens.refresh_token
+    assert storage.tokens is not None
+    assert storage.tokens.refresh_token
     first = storage.tokens
 
     # The SDK decides to refresh from `OAuthContext.token_expiry_time` before each request; pretend it has passed.

@@ -140,9 +140,11 @@ async def sdk_client(
         )
     transport = RecordingTransport()
     timeout = httpx2.Timeout(30.0)
-    async with httpx2.AsyncClient(auth=provider, transport=transport, timeout=timeout) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
-            yield SdkConnection(client, provider, transport)
+    async with (
+        httpx2.AsyncClient(auth=provider, transport=transport, timeout=timeout) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+    ):
+        yield SdkConnection(client, provider, transport)
 
 
 def jwt_claims(token: str) -> dict[str, Any]:
