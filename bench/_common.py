@@ -40,6 +40,15 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy (not idle, not waiting for I/O) since boot, from /proc/stat."""
+    with open("/proc/stat", "rb") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest time is already counted in user time
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 def postgres_cpu_seconds() -> float | None:
     """CPU of every local PostgreSQL process (backends, WAL writer, checkpointer); None when none is visible."""
     total, seen = 0.0, False
@@ -291,7 +300,14 @@ class PhaseResult:
     server_cpu: float
     client_cpu: float
     db_cpu: float | None
+    machine_busy: float  # every process's CPU on the machine during the phase
     latencies: list[float]
+
+    @property
+    def others_cores(self) -> float:
+        """Cores kept busy by processes other than the gateway, the load generator and PostgreSQL."""
+        ours = self.server_cpu + self.client_cpu + (self.db_cpu or 0.0)
+        return max(0.0, self.machine_busy - ours) / self.wall if self.wall else 0.0
 
     @property
     def wall_rps(self) -> float:
@@ -387,13 +403,17 @@ async def run_phase(
     latencies: list[float] = []
     db_before = postgres_cpu_seconds() if measure_db else None
     server_before, client_before = gateway.cpu_seconds(), time.process_time()
+    machine_before = machine_busy_seconds()
     started = time.perf_counter()
     errors = await _drive(workers, max_requests, started + max_seconds, latencies)
     wall = time.perf_counter() - started
     server_cpu, client_cpu = gateway.cpu_seconds() - server_before, time.process_time() - client_before
+    machine_busy = machine_busy_seconds() - machine_before
     db_after = postgres_cpu_seconds() if measure_db else None
     db_cpu = db_after - db_before if db_before is not None and db_after is not None else None
-    return PhaseResult(name, len(workers), len(latencies), errors, wall, server_cpu, client_cpu, db_cpu, latencies)
+    return PhaseResult(
+        name, len(workers), len(latencies), errors, wall, server_cpu, client_cpu, db_cpu, machine_busy, latencies
+    )
 
 
 def idle_cpu_rate(gateway: Gateway, seconds: float) -> float:

@@ -17,6 +17,7 @@ from mcp.client import Client
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from pydantic import AnyUrl
 
 from tests.support.browser import Browser
 from tests.support.server import RunningServer
@@ -104,7 +105,7 @@ class HeadlessAuthorizer:
 def client_metadata() -> OAuthClientMetadata:
     return OAuthClientMetadata(
         client_name="MCP Python SDK interop test",
-        redirect_uris=[SDK_REDIRECT_URI],  # type: ignore[list-item]
+        redirect_uris=[AnyUrl(SDK_REDIRECT_URI)],
         grant_types=["authorization_code", "refresh_token"],
         response_types=["code"],
         token_endpoint_auth_method="none",

@@ -15,10 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from joserfc import jwt
-from joserfc.jwk import ECKey, OKPKey
+from joserfc.jwk import ECKey
 
 from chamberlain.crypto.master_key import MasterKey
-from chamberlain.crypto.signing_keys import KeyRing, SigningAlgorithm, SigningKey, generate_signing_key, load_signing_key
+from chamberlain.crypto.signing_keys import (
+    KeyRing,
+    SigningAlgorithm,
+    SigningKey,
+    generate_signing_key,
+    load_signing_key,
+)
 from chamberlain.oauth.access_tokens import (
     MAX_TOKEN_LENGTH,
     TOKEN_TYPE,

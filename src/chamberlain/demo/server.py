@@ -13,11 +13,13 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import Receive, Scope, Send
 
+from chamberlain import __version__
+
 DEMO_SERVER_NAME = "demo"
 
 
 def build_demo_server() -> MCPServer:
-    server = MCPServer(DEMO_SERVER_NAME, instructions="A demo MCP server behind Chamberlain.")
+    server = MCPServer(DEMO_SERVER_NAME, instructions="A demo MCP server behind Chamberlain.", version=__version__)
 
     @server.tool()
     def echo(text: str) -> str:

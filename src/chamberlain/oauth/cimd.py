@@ -266,6 +266,10 @@ class ClientMetadataDocumentResolver:
         self._cache: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[ClientMetadata]] = {}
 
+    def accepts(self, client_id: str) -> bool:
+        """Whether `client_id` names a metadata document this resolver would fetch (http only in development)."""
+        return _client_id_url_problem(client_id, allow_http=self._allow_http_loopback) is None
+
     async def resolve(self, client_id: str) -> ClientMetadata:
         """The validated metadata for a URL client_id; OAuthError(invalid_client) on any failure."""
         problem = _client_id_url_problem(client_id, allow_http=self._allow_http_loopback)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from chamberlain.oauth.cimd import is_client_id_url
 from chamberlain.oauth.client_metadata import ClientMetadata, parse_client_metadata
 from chamberlain.store.clients import ClientRepository, Registration
 
@@ -23,6 +22,8 @@ class Client:
 
 
 class MetadataDocumentResolver(Protocol):
+    def accepts(self, client_id: str) -> bool: ...
+
     async def resolve(self, client_id: str) -> ClientMetadata: ...
 
 
@@ -36,7 +37,7 @@ class ClientDirectory:
         record = await self._repository.get(client_id)
         if record is not None and record.revoked_at is not None:
             return None
-        if is_client_id_url(client_id):
+        if self._documents.accepts(client_id):
             metadata = await self._documents.resolve(client_id)
             if record is None or record.client_metadata != metadata.to_dict():
                 await self._repository.upsert_metadata_document(client_id, metadata.to_dict())
