@@ -247,9 +247,18 @@ class RawConnection:
         return self._reader, self._writer
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
+        fresh = self._writer is None
         reader, writer = await self._open()
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as closed:
+            # uvicorn closes keep-alive connections idle for 5 s; a request that met a closed socket was never
+            # read, so sending it again on a new connection is safe (even a refresh token is not consumed).
+            if fresh or (isinstance(closed, asyncio.IncompleteReadError) and closed.partial):
+                raise
+            await self.close()
+            return await self.send(request)
         status = int(head[9:12])
         lower = head.lower()
         at = lower.find(b"\r\ncontent-length:")

@@ -118,9 +118,7 @@ async def test_hand_signed_token_with_the_real_key_is_accepted(
     assert response.status_code == 200, response.text
 
 
-async def test_missing_or_non_bearer_credentials_are_challenged(
-    server: RunningServer, http: httpx.AsyncClient
-) -> None:
+async def test_missing_or_non_bearer_credentials_are_challenged(server: RunningServer, http: httpx.AsyncClient) -> None:
     response = await call_mcp(http, None)
     assert response.status_code == 401
     # RFC 6750 §3.1: no error code when the request carried no credentials at all.
@@ -243,6 +241,7 @@ async def test_hs256_token_keyed_with_the_public_key_is_refused(
     published = (await http.get("/jwks.json")).json()["keys"]
     jwk = next(key for key in published if key["kid"] == ring.active.kid)
     public = import_key(jwk)
+    assert isinstance(public, ECKey | OKPKey)
     secrets = [
         json.dumps(jwk).encode(),
         json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode(),
@@ -264,7 +263,8 @@ async def test_token_signed_by_an_unknown_key_is_refused(
         token = jwt.encode(header, claims_for(server), attacker, algorithms=["ES256"])
         assert_invalid_token(await call_mcp(http, token), server)
     # The attacker's key carried in the token itself (jwk header) or pointed at (jku) is never used.
-    for extra in ({"jwk": attacker.as_dict(private=False)}, {"jku": "https://evil.example/jwks.json"}):
+    extras: list[dict[str, Any]] = [{"jwk": attacker.as_dict(private=False)}, {"jku": "https://evil.example/jwks.json"}]
+    for extra in extras:
         header = {"alg": "ES256", "typ": TOKEN_TYPE, "kid": "attacker-key", **extra}
         token = jwt.encode(header, claims_for(server), attacker, algorithms=["ES256"])
         assert_invalid_token(await call_mcp(http, token), server)

@@ -4,12 +4,18 @@ code replay, PKCE failures and downgrade, refresh-token reuse and widening, clie
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
 
 from chamberlain.crypto.tokens import digest, new_secret
 from chamberlain.store.grants import AuthorizationCode, GrantRepository
@@ -76,6 +82,10 @@ async def assert_refused_soon(http: httpx.AsyncClient, access_token: str) -> Non
     assert "revoked" in response.json()["error_description"]
 
 
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 def assert_oauth_error(response: httpx.Response, error: str, status_code: int = 400) -> dict[str, Any]:
     """An RFC 6749 §5.2 error: the exact code, no token of any kind, and not cacheable."""
     assert response.status_code == status_code, response.text
@@ -109,6 +119,39 @@ async def test_code_replay_is_refused_and_revokes_what_the_code_issued(
     assert_oauth_error(await refresh(http, client["client_id"], tokens["refresh_token"]), "invalid_grant")
     # And a third attempt is still refused.
     assert_oauth_error(await exchange_code(http, client["client_id"], code, pkce.verifier), "invalid_grant")
+
+
+async def test_concurrent_redemptions_of_one_code_issue_at_most_one_token(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    """Single use is enforced by the database, so a race of redemptions cannot mint two token families."""
+    client = await register(http)
+    pkce = Pkce.new()
+    code = await authorized_code(server, client["client_id"], pkce)
+    responses = await asyncio.gather(*(exchange_code(http, client["client_id"], code, pkce.verifier) for _ in range(8)))
+    winners = [response for response in responses if response.status_code == 200]
+    assert len(winners) == 1, [response.text for response in responses]
+    for response in responses:
+        if response.status_code != 200:
+            assert_oauth_error(response, "invalid_grant")
+    # The losers were replays: the winner's tokens are revoked as well.
+    await assert_refused_soon(http, winners[0].json()["access_token"])
+
+
+async def test_concurrent_refreshes_with_one_token_rotate_at_most_once(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    client = await register(http)
+    tokens = await tokens_for(server, http, client["client_id"])
+    responses = await asyncio.gather(*(refresh(http, client["client_id"], tokens["refresh_token"]) for _ in range(8)))
+    winners = [response for response in responses if response.status_code == 200]
+    assert len(winners) == 1, [response.text for response in responses]
+    for response in responses:
+        if response.status_code != 200:
+            assert_oauth_error(response, "invalid_grant")
+    # Reuse was detected, so the family, the winner's successor included, is revoked.
+    assert_oauth_error(await refresh(http, client["client_id"], winners[0].json()["refresh_token"]), "invalid_grant")
+    await assert_refused_soon(http, winners[0].json()["access_token"])
 
 
 async def test_unknown_code_is_refused(server: RunningServer, http: httpx.AsyncClient) -> None:
@@ -286,7 +329,9 @@ async def test_refresh_for_another_resource_is_refused_without_burning_the_token
     assert (await refresh(http, client["client_id"], tokens["refresh_token"])).status_code == 200
 
 
-async def test_refresh_token_stolen_by_another_client_is_refused(server: RunningServer, http: httpx.AsyncClient) -> None:
+async def test_refresh_token_stolen_by_another_client_is_refused(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
     victim, attacker = await register(http), await register(http)
     tokens = await tokens_for(server, http, victim["client_id"])
     assert_oauth_error(await refresh(http, attacker["client_id"], tokens["refresh_token"]), "invalid_grant")
@@ -373,7 +418,9 @@ async def test_basic_credentials_for_one_client_and_client_id_of_another_are_ref
 ) -> None:
     client_id, secret = await confidential_client(http)
     other_id, _ = await confidential_client(http)
-    response = await http.post("/token", data=client_credentials_form(server, client_id=other_id), auth=(client_id, secret))
+    response = await http.post(
+        "/token", data=client_credentials_form(server, client_id=other_id), auth=(client_id, secret)
+    )
     assert_oauth_error(response, "invalid_request")
 
 
@@ -412,6 +459,68 @@ async def test_client_credentials_for_an_unknown_resource_is_refused(
             "/token", data=client_credentials_form(server, resource=resource), auth=(client_id, secret)
         )
         assert_oauth_error(response, "invalid_target")
+
+
+async def test_forged_or_replayed_client_assertions_are_refused(server: RunningServer, http: httpx.AsyncClient) -> None:
+    """private_key_jwt (RFC 7523 §3): an assertion must be signed by the registered key, name this server, be
+    short-lived, and be used once."""
+    key = ECKey.generate_key("P-256")
+    public = {**key.as_dict(private=False), "kid": "client-key"}
+    client = await register(
+        http,
+        token_endpoint_auth_method="private_key_jwt",
+        grant_types=["client_credentials"],
+        redirect_uris=[],
+        jwks={"keys": [public]},
+    )
+    client_id = client["client_id"]
+
+    def assertion(signer: Any = key, *, header: dict[str, Any] | None = None, **changes: Any) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": f"{server.base_url}/token",
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+            **changes,
+        }
+        return jwt.encode(header or {"alg": "ES256", "kid": "client-key"}, claims, signer, algorithms=["ES256"])
+
+    async def present(token: str) -> httpx.Response:
+        form = client_credentials_form(
+            server,
+            client_id=client_id,
+            client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            client_assertion=token,
+        )
+        return await http.post("/token", data=form)
+
+    genuine = assertion()
+    assert (await present(genuine)).status_code == 200  # control
+    assert_oauth_error(await present(genuine), "invalid_client", 401)  # replayed jti
+
+    stranger = ECKey.generate_key("P-256")
+    now = int(time.time())
+    segments = json.dumps({"alg": "HS256", "typ": "JWT", "kid": "client-key"}).encode()
+    claims = {"iss": client_id, "sub": client_id, "aud": server.base_url, "exp": now + 60, "jti": "x"}
+    signing_input = f"{b64(segments)}.{b64(json.dumps(claims).encode())}"
+    hs256 = f"{signing_input}.{b64(hmac.new(json.dumps(public).encode(), signing_input.encode(), 'sha256').digest())}"
+    unsigned = f"{b64(json.dumps({'alg': 'none'}).encode())}.{b64(json.dumps(claims).encode())}."
+    for forged in (
+        assertion(stranger),  # another key, same kid
+        assertion(stranger, header={"alg": "ES256", "kid": "stranger"}),
+        hs256,  # algorithm confusion with the registered public key
+        unsigned,
+        assertion(aud="https://evil.example/token"),
+        assertion(aud=f"{server.base_url}/revoke"),
+        assertion(iss="someone-else"),
+        assertion(exp=now - 1),
+        assertion(exp=now + 3600),  # lives longer than any assertion should
+        assertion(jti=None),
+    ):
+        assert_oauth_error(await present(forged), "invalid_client", 401)
 
 
 # -- revocation (RFC 7009) and introspection (RFC 7662) ----------------------------------------------------------

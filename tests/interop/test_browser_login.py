@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import os
 import secrets
 import tempfile
@@ -129,6 +130,8 @@ def callback() -> Iterator[Callback]:
 
 def _require_browser() -> None:
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    if importlib.util.find_spec("selenium") is None:
+        missing.append("the selenium package")
     if not missing:
         return
     message = f"{' and '.join(missing)} missing (apt-get install chromium chromium-driver)"
@@ -140,7 +143,7 @@ def _require_browser() -> None:
 @pytest.fixture
 def driver(tmp_path: Path) -> Iterator[Any]:
     _require_browser()
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.selenium_manager import SeleniumManager
 

@@ -218,7 +218,9 @@ def test_signed_token_that_is_not_an_access_token_is_refused(
 
 
 def test_signed_token_without_typ_is_refused(key: SigningKey, verifier: AccessTokenVerifier) -> None:
-    token = jwt.encode({"alg": key.alg, "kid": key.kid}, valid_claims(), key.key, algorithms=[key.alg], default_type=None)
+    token = jwt.encode(
+        {"alg": key.alg, "kid": key.kid}, valid_claims(), key.key, algorithms=[key.alg], default_type=None
+    )
     assert "typ" in refused(verifier, token)
 
 
@@ -392,7 +394,9 @@ def test_mutated_tokens_never_verify(keys: Keys, verifier: AccessTokenVerifier, 
 @FUZZ
 @given(
     st.dictionaries(
-        st.sampled_from(["iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "tenant", "grant_id", "auth_time"]),
+        st.sampled_from(
+            ["iss", "sub", "aud", "client_id", "scope", "iat", "exp", "jti", "tenant", "grant_id", "auth_time"]
+        ),
         json_values,
         max_size=11,
     )
@@ -410,5 +414,6 @@ def test_signed_tokens_with_arbitrary_claims_fail_only_with_invalid_access_token
     # Accepted only if every check would pass on the raw claims.
     assert claims["iss"] == ISSUER
     assert claims["aud"] == AUDIENCE or AUDIENCE in claims["aud"]
-    assert isinstance(claims["exp"], int) and claims["exp"] > time.time()
+    assert isinstance(claims["exp"], int)
+    assert claims["exp"] > time.time()
     assert accepted.raw == claims

@@ -250,7 +250,7 @@ def login_page(
     totp_required: bool = False,
     status_code: int = 200,
 ) -> Response:
-    return_to = authorization.query if authorization else ""
+    return_to = _without_prompt_login(authorization) if authorization else ""
     browser_value, fresh = app.csrf.browser_value(request)
     context = {
         "csrf_token": app.csrf.token(browser_value, LOGIN_PURPOSE, return_to),
@@ -265,6 +265,17 @@ def login_page(
     if fresh:
         app.csrf.set_cookie(response, browser_value)
     return response
+
+
+def _without_prompt_login(authorization: AuthorizationRequest) -> str:
+    """The request to continue after this sign-in. OIDC Core §3.1.2.1 prompt=login asks for one fresh sign-in,
+    which the form being shown provides; carrying `login` on would show the form again after every sign-in."""
+    if "login" not in authorization.prompt:
+        return authorization.query
+    pairs = parse_qsl(authorization.query, keep_blank_values=True)
+    prompt = " ".join(value for value in sorted(authorization.prompt) if value != "login")
+    kept = [(name, prompt if name == "prompt" else value) for name, value in pairs if name != "prompt" or prompt]
+    return urlencode(kept)
 
 
 def _consent_page(app: AppState, request: Request, signed: SignedIn, authorization: AuthorizationRequest) -> Response:
