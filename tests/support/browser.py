@@ -69,9 +69,7 @@ class Browser:
             response = await self.get(response.headers["location"])
         return response
 
-    async def authorize(
-        self, url: str, *, username: str, password: str, decision: str = "allow"
-    ) -> httpx.Response:
+    async def authorize(self, url: str, *, username: str, password: str, decision: str = "allow") -> httpx.Response:
         """Runs a whole authorization: sign in if asked, consent if asked. Returns the redirect to the client."""
         response = await self.follow_to_client(await self.get(url))
         if response.status_code == 200 and "password" in response.text and 'action="/login"' in response.text:

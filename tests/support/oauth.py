@@ -55,7 +55,8 @@ def authorization_url(client_id: str, resource: str, pkce: Pkce | None, **params
 
 
 def redirect_params(response: httpx.Response) -> dict[str, str]:
-    assert response.status_code == 302, f"expected a redirect to the client, got {response.status_code}: {response.text[:300]}"
+    status = response.status_code
+    assert status == 302, f"expected a redirect to the client, got {status}: {response.text[:300]}"
     return {key: values[0] for key, values in parse_qs(urlsplit(response.headers["location"]).query).items()}
 
 
