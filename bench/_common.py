@@ -40,6 +40,13 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """utime + stime of one thread of a process (for the gateway: its main thread runs the event loop)."""
+    with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent busy (not idle, not waiting for I/O) since boot, from /proc/stat."""
     with open("/proc/stat", "rb") as stat:
@@ -176,6 +183,10 @@ class Gateway:
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.pid)
 
+    def event_loop_cpu_seconds(self) -> float:
+        """The main thread's CPU: uvicorn's event loop and everything on it (not aiosqlite's worker threads)."""
+        return thread_cpu_seconds(self.pid, self.pid)
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -307,6 +318,7 @@ class PhaseResult:
     errors: int
     wall: float
     server_cpu: float
+    event_loop_cpu: float  # the part of server_cpu spent on the gateway's main (event loop) thread
     client_cpu: float
     db_cpu: float | None
     machine_busy: float  # every process's CPU on the machine during the phase
@@ -350,6 +362,10 @@ class PhaseResult:
         return self.server_cpu / self.wall if self.wall else 0.0
 
     @property
+    def event_loop_utilisation(self) -> float:
+        return self.event_loop_cpu / self.wall if self.wall else 0.0
+
+    @property
     def client_utilisation(self) -> float:
         return self.client_cpu / self.wall if self.wall else 0.0
 
@@ -384,8 +400,9 @@ async def _drive(workers: Sequence[Request], max_requests: int, deadline: float,
             started = clock()
             try:
                 ok = await worker()
-            except StopWorker:
+            except StopWorker as stopped:
                 errors += 1
+                print(f"  a worker stopped: {stopped}", file=sys.stderr)
                 return
             latencies.append(clock() - started)
             if not ok:
@@ -405,23 +422,37 @@ async def run_phase(
     max_requests: int,
     max_seconds: float,
     warmup: int,
+    warmup_seconds: float = 1.0,
     measure_db: bool,
 ) -> PhaseResult:
-    """Warm up, then run at most `max_requests` or `max_seconds`, with one task per worker (its concurrency)."""
-    await _drive(workers, warmup, time.perf_counter() + max(5.0, max_seconds), [])
+    """Warm up (at most `warmup` requests or `warmup_seconds`), then run at most `max_requests` or `max_seconds`,
+    with one task per worker (the phase's concurrency)."""
+    await _drive(workers, warmup, time.perf_counter() + warmup_seconds, [])
     latencies: list[float] = []
     db_before = postgres_cpu_seconds() if measure_db else None
     server_before, client_before = gateway.cpu_seconds(), time.process_time()
+    loop_before = gateway.event_loop_cpu_seconds()
     machine_before = machine_busy_seconds()
     started = time.perf_counter()
     errors = await _drive(workers, max_requests, started + max_seconds, latencies)
     wall = time.perf_counter() - started
     server_cpu, client_cpu = gateway.cpu_seconds() - server_before, time.process_time() - client_before
     machine_busy = machine_busy_seconds() - machine_before
+    event_loop_cpu = gateway.event_loop_cpu_seconds() - loop_before
     db_after = postgres_cpu_seconds() if measure_db else None
     db_cpu = db_after - db_before if db_before is not None and db_after is not None else None
     return PhaseResult(
-        name, len(workers), len(latencies), errors, wall, server_cpu, client_cpu, db_cpu, machine_busy, latencies
+        name,
+        len(workers),
+        len(latencies),
+        errors,
+        wall,
+        server_cpu,
+        event_loop_cpu,
+        client_cpu,
+        db_cpu,
+        machine_busy,
+        latencies,
     )
 
 

@@ -1,24 +1,26 @@
 """Token endpoint throughput and access-token verification cost, measured on this machine.
 
-    .venv/bin/python bench/oauth_bench.py                    # SQLite (the default store), about a minute
-    .venv/bin/python bench/oauth_bench.py --quick            # a short smoke run
+    .venv/bin/python bench/oauth_bench.py                    # SQLite (the default store), about 75 s on 2 cores
+    .venv/bin/python bench/oauth_bench.py --quick            # a short smoke run (~35 s)
     .venv/bin/python bench/oauth_bench.py --postgres         # a fresh PostgreSQL database, dropped afterwards
     .venv/bin/python bench/oauth_bench.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/NAME
-    .venv/bin/python bench/oauth_bench.py --profile          # also py-spy the refresh_token path (needs py-spy)
+    .venv/bin/python bench/oauth_bench.py --profile          # also py-spy the refresh_token path (pip install py-spy)
 
 What it does:
-  1. In process: AccessTokenVerifier.verify on tokens it has never seen (full ES256 check) and on a token it has
-     (the verifier's cache), against the floor every ES256 verifier pays: one `cryptography` P-256 verify of the
-     same bytes, measured in the same run. Issuing (signing) is measured the same way.
+  1. In process: AccessTokenVerifier.verify on tokens it has never seen (full ES256 check) and on one it has (its
+     cache), against the floor every ES256 verifier pays: one `cryptography` P-256 verify of the same bytes, in the
+     same run. Issuing (AccessTokenIssuer.issue) is measured against one P-256 sign the same way.
   2. A real gateway (`chamberlain init` + `chamberlain serve`) as a separate process, set up through its public
      API: a confidential client (client_secret_basic) and, through the HTML login and consent pages, several
      authorization-code grants whose refresh tokens start independent refresh chains (rotation makes each chain
      sequential, so several chains run at once to load the server).
-  3. Load phases over loopback keep-alive connections, each bounded by a request count and a deadline, after a
-     warm-up: GET /healthz (the direct path: HTTP stack only), client_credentials, refresh_token (concurrent chains
-     and a single chain), and an authenticated MCP `ping` on /mcp/demo.
+  3. Load phases over loopback keep-alive connections, each after a warm-up and bounded by a request count and a
+     deadline: GET /healthz (the direct path: HTTP stack only), client_credentials, refresh_token (concurrent
+     chains, then a single chain), and an authenticated MCP `ping` on /mcp/demo.
+  4. With the gateway stopped, the parts of a refresh measured alone in process (client lookup, rotation) against
+     the same SQL on the bare driver (sqlite3 / asyncpg), so the report says where a refresh's CPU goes.
 
-The yardstick is the gateway's CPU time per request (utime+stime of its process, all threads, from /proc):
+The yardstick is the gateway's CPU time per request (utime+stime of its process, every thread, from /proc):
 "req/s per core" = requests / gateway CPU seconds. On PostgreSQL the database's own CPU is reported next to it.
 """
 
@@ -28,18 +30,20 @@ import argparse
 import asyncio
 import base64
 import json
+import linecache
 import os
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: `bench` and `tests` packages
@@ -62,8 +66,11 @@ from bench._common import (  # noqa: E402
 )
 
 REFRESH_TARGET_PER_CORE = 500.0  # the acceptance target
-KEYCLOAK_REFRESH_PER_VCPU = 120.0  # Keycloak HA guide, "Concepts for sizing CPU and memory resources" (published)
-KEYCLOAK_CLIENT_CREDENTIALS_PER_VCPU = 120.0  # same page; there every grant also pays a new TLS handshake
+# Keycloak's high-availability guide, "Concepts for sizing CPU and memory resources": one vCPU per 120 refresh token
+# requests/s and per 120 client credential grants/s (there each grant also opens a new TLS connection). Published
+# figures, not measured here.
+KEYCLOAK_REFRESH_PER_VCPU = 120.0
+KEYCLOAK_CLIENT_CREDENTIALS_PER_VCPU = 120.0
 VERIFY_TARGET_US = 100.0
 REDIRECT_URI = "http://127.0.0.1:9/cb"
 USER, USER_PASSWORD = "bench", "bench password, long enough"
@@ -75,47 +82,52 @@ class Budget:
     requests: int
     seconds: float
     warmup: int
+    warmup_seconds: float
+    component_calls: int
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     store = parser.add_mutually_exclusive_group()
-    store.add_argument("--database-url", help="PostgreSQL URL; this database is created fresh and dropped afterwards")
+    store.add_argument("--database-url", help="PostgreSQL URL; that database is created fresh and dropped afterwards")
     store.add_argument("--postgres", action="store_true", help="use a fresh database on postgres@127.0.0.1:5432")
-    parser.add_argument("--quick", action="store_true", help="about a fifth of the requests and time")
-    parser.add_argument("--concurrency", type=int, default=16, help="connections (and refresh chains) [16]")
-    parser.add_argument("--requests", type=int, default=6000, help="max requests per token phase [6000]")
-    parser.add_argument("--seconds", type=float, default=10.0, help="max seconds per phase [10]")
+    parser.add_argument("--quick", action="store_true", help="a fifth of the requests and time")
+    parser.add_argument("--concurrency", type=int, default=16, help="connections, and refresh chains [16]")
+    parser.add_argument("--requests", type=int, default=6000, help="max requests per phase [6000]")
+    parser.add_argument("--seconds", type=float, default=10.0, help="max seconds per token phase [10]")
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway during an extra refresh phase")
     parser.add_argument("--profile-seconds", type=float, default=8.0)
     parser.add_argument("--uvicorn-loop", choices=["asyncio", "uvloop"], help="serve with this loop (comparison)")
     parser.add_argument("--uvicorn-http", choices=["h11", "httptools"], help="serve with this parser (comparison)")
     parser.add_argument("--extra-pythonpath", help="prepended to the gateway's PYTHONPATH (e.g. uvloop installed aside)")
-    parser.add_argument("--keep", action="store_true", help="keep the data directory (server log, profile)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (server log, profile)")
     args = parser.parse_args()
     if args.postgres:
         args.database_url = fresh_postgres_url()
     if args.database_url and not args.database_url.startswith("postgresql+asyncpg://"):
         parser.error("--database-url must be a postgresql+asyncpg:// URL (SQLite is the default)")
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
     return args
 
 
-# -- 1. verification cost, in process ---------------------------------------------------------------------------------
+# -- 1. verification and issuing cost, in process ---------------------------------------------------------------------
 
 
 @dataclass
-class VerifyFigures:
-    cold_us: float  # AccessTokenVerifier.verify, token never seen: full ES256 check
+class TokenCrypto:
+    cold_us: float  # AccessTokenVerifier.verify, a token never seen: full ES256 check
     warm_us: float  # the same token again: the verifier's cache
-    joserfc_decode_us: float  # joserfc jwt.decode alone, for the split between library and our checks
+    joserfc_decode_us: float  # joserfc jwt.decode alone: the library's share of the cold path
     raw_verify_us: float  # cryptography ECDSA P-256 verify of the same bytes: the floor
     issue_us: float  # AccessTokenIssuer.issue
-    raw_sign_us: float  # cryptography ECDSA P-256 sign of a same-sized input
+    raw_sign_us: float  # cryptography ECDSA P-256 sign of the same bytes: the floor
+    ed25519_verify_us: float  # cryptography Ed25519 verify of the same bytes (tokens.signing_algorithm: EdDSA)
 
 
-def measure_verification(tokens_per_round: int, rounds: int = 3) -> VerifyFigures:
+def measure_token_crypto(tokens_per_round: int, rounds: int = 3) -> TokenCrypto:
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
     from joserfc import jwt
     from joserfc.jwk import ECKey
@@ -128,10 +140,12 @@ def measure_verification(tokens_per_round: int, rounds: int = 3) -> VerifyFigure
     audience = f"{issuer_url}/mcp/demo"
     key = ECKey.generate_key("P-256")
     kid = key.thumbprint()
-    ring = KeyRing(
-        [SigningKey(kid, "ES256", key, {**key.as_dict(private=False), "kid": kid, "alg": "ES256"}, time.time())]
-    )
+    public_jwk = {**key.as_dict(private=False), "kid": kid, "alg": "ES256"}
+    ring = KeyRing([SigningKey(kid, "ES256", key, public_jwk, time.time())])
     issuer = AccessTokenIssuer(issuer_url, lambda: ring, 600)
+    ecdsa = ec.ECDSA(hashes.SHA256())
+    edwards = ed25519.Ed25519PrivateKey.generate()
+    edwards_public = edwards.public_key()
 
     def issue() -> str:
         return issuer.issue(
@@ -149,64 +163,66 @@ def measure_verification(tokens_per_round: int, rounds: int = 3) -> VerifyFigure
         calls = run()
         return (time.perf_counter_ns() - started) / calls / 1000
 
-    cold, warm, decode, raw_verify, issuing, raw_sign = [], [], [], [], [], []
-    ecdsa = ec.ECDSA(hashes.SHA256())
-    public, private = key.public_key, key.private_key
+    figures: dict[str, list[float]] = {name: [] for name in TokenCrypto.__dataclass_fields__}
     for _ in range(rounds):
         tokens: list[str] = []
+        verifier = AccessTokenVerifier(issuer_url, lambda: ring, RevocationList())
 
         def issue_all(tokens: list[str] = tokens) -> int:
             for _ in range(tokens_per_round):
                 tokens.append(issue())
             return tokens_per_round
 
-        issuing.append(per_call_us(issue_all))
-        verifier = AccessTokenVerifier(issuer_url, lambda: ring, RevocationList())
-
         def verify_each(verifier: AccessTokenVerifier = verifier, tokens: list[str] = tokens) -> int:
             for token in tokens:
                 verifier.verify(token, audience=audience)
             return len(tokens)
 
-        cold.append(per_call_us(verify_each))
-
-        def verify_same(verifier: AccessTokenVerifier = verifier, token: str = tokens[0]) -> int:
-            repeats = 50 * tokens_per_round
+        def verify_same(verifier: AccessTokenVerifier = verifier, tokens: list[str] = tokens) -> int:
+            repeats = 50 * len(tokens)
+            token = tokens[0]
             for _ in range(repeats):
                 verifier.verify(token, audience=audience)
             return repeats
-
-        warm.append(per_call_us(verify_same))
 
         def decode_each(tokens: list[str] = tokens) -> int:
             for token in tokens:
                 jwt.decode(token, ring.resolver(lambda: ValueError("unknown key")), algorithms=ring.algorithms)
             return len(tokens)
 
-        decode.append(per_call_us(decode_each))
+        figures["issue_us"].append(per_call_us(issue_all))
+        figures["cold_us"].append(per_call_us(verify_each))
+        figures["warm_us"].append(per_call_us(verify_same))
+        figures["joserfc_decode_us"].append(per_call_us(decode_each))
 
         prepared = []
         for token in tokens:
             header, payload, signature = token.split(".")
             raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
             der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-            prepared.append((der, f"{header}.{payload}".encode()))
+            signing_input = f"{header}.{payload}".encode()
+            prepared.append((der, signing_input, edwards.sign(signing_input)))
 
-        def raw_verify_each(prepared: list[tuple[bytes, bytes]] = prepared) -> int:
-            for der, signing_input in prepared:
-                public.verify(der, signing_input, ecdsa)
+        def raw_verify_each(prepared: list[tuple[bytes, bytes, bytes]] = prepared) -> int:
+            for der, signing_input, _ in prepared:
+                key.public_key.verify(der, signing_input, ecdsa)
             return len(prepared)
 
-        raw_verify.append(per_call_us(raw_verify_each))
-
-        def raw_sign_each(prepared: list[tuple[bytes, bytes]] = prepared) -> int:
-            for _, signing_input in prepared:
-                private.sign(signing_input, ecdsa)
+        def raw_sign_each(prepared: list[tuple[bytes, bytes, bytes]] = prepared) -> int:
+            for _, signing_input, _ in prepared:
+                key.private_key.sign(signing_input, ecdsa)
             return len(prepared)
 
-        raw_sign.append(per_call_us(raw_sign_each))
-    best = min  # best of the rounds: the least disturbed by the rest of the machine
-    return VerifyFigures(best(cold), best(warm), best(decode), best(raw_verify), best(issuing), best(raw_sign))
+        def ed25519_verify_each(prepared: list[tuple[bytes, bytes, bytes]] = prepared) -> int:
+            for _, signing_input, signature in prepared:
+                edwards_public.verify(signature, signing_input)
+            return len(prepared)
+
+        figures["raw_verify_us"].append(per_call_us(raw_verify_each))
+        figures["raw_sign_us"].append(per_call_us(raw_sign_each))
+        figures["ed25519_verify_us"].append(per_call_us(ed25519_verify_each))
+    # Best of the rounds: the one least disturbed by the rest of the machine.
+    return TokenCrypto(**{name: min(values) for name, values in figures.items()})
 
 
 # -- 2. setup through the public API ----------------------------------------------------------------------------------
@@ -248,7 +264,7 @@ async def set_up(base_url: str, chains: int) -> Setup:
         basic = basic_header(client["client_id"], client["client_secret"])
 
         refresh_tokens = []
-        async with Browser(base_url) as browser:
+        async with Browser(base_url) as browser:  # signs in once; its session cookie serves every authorization
             for _ in range(chains):
                 pkce = Pkce.new()
                 query = {
@@ -261,7 +277,8 @@ async def set_up(base_url: str, chains: int) -> Setup:
                     "code_challenge": pkce.challenge,
                     "code_challenge_method": "S256",
                 }
-                redirect = await browser.authorize("/authorize?" + urlencode(query), username=USER, password=USER_PASSWORD)
+                url = "/authorize?" + urlencode(query)
+                redirect = await browser.authorize(url, username=USER, password=USER_PASSWORD)
                 location = redirect.headers.get("location", "")
                 if redirect.status_code != 302 or not location.startswith(REDIRECT_URI):
                     raise RuntimeError(f"authorization failed: {redirect.status_code} {redirect.text[:300]}")
@@ -305,9 +322,8 @@ class RefreshChain:
     """One rotation chain: each call presents the current refresh token and keeps the successor it gets back."""
 
     def __init__(self, connection: RawConnection, host: str, basic: str, first_token: str) -> None:
-        self.connection, self.token = connection, first_token
+        self.connection, self.host, self.token = connection, host, first_token
         self.headers = {"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"}
-        self.host = host
 
     async def __call__(self) -> bool:
         body = f"grant_type=refresh_token&refresh_token={quote(self.token, safe='')}".encode()
@@ -319,57 +335,44 @@ class RefreshChain:
         return True
 
 
-async def run_load(gateway: Gateway, setup: Setup, args: argparse.Namespace, budget: Budget) -> list[PhaseResult]:
-    host = f"127.0.0.1:{gateway.port}"
-    measure_db = args.database_url is not None
-    concurrency = args.concurrency
-    connections = [RawConnection("127.0.0.1", gateway.port) for _ in range(concurrency)]
-    quick_factor = 0.5
+@dataclass
+class Load:
+    results: list[PhaseResult]
+    single_chain: RefreshChain  # its token is current: the in-process breakdown continues this chain
+    profile: ProfileSummary | None
 
-    def phase(name: str, workers: list[Request], *, requests: int | None = None, seconds: float | None = None):
+
+async def run_load(gateway: Gateway, setup: Setup, args: argparse.Namespace, budget: Budget) -> Load:
+    host = f"127.0.0.1:{gateway.port}"
+    connections = [RawConnection("127.0.0.1", gateway.port) for _ in range(args.concurrency)]
+
+    def phase(name: str, workers: list[Request], *, short: bool = False) -> Awaitable[PhaseResult]:
         return run_phase(
             name,
             workers,
             gateway=gateway,
-            max_requests=requests or budget.requests,
-            max_seconds=seconds or budget.seconds,
+            max_requests=budget.requests,
+            max_seconds=budget.seconds / 2 if short else budget.seconds,
             warmup=budget.warmup,
-            measure_db=measure_db,
+            warmup_seconds=budget.warmup_seconds,
+            measure_db=args.database_url is not None,
         )
 
     results = []
     healthz = http_request("GET", "/healthz", host)
-    results.append(
-        await phase(
-            "healthz (direct path)",
-            [fixed_request(c, healthz) for c in connections],
-            seconds=budget.seconds * quick_factor,
-        )
-    )
+    workers = [fixed_request(c, healthz, b'"ok"') for c in connections]
+    results.append(await phase("healthz (direct path)", workers, short=True))
 
     form = urlencode({"grant_type": "client_credentials", "resource": setup.resource}).encode()
-    token_headers = {"Authorization": setup.basic, "Content-Type": "application/x-www-form-urlencoded"}
-    client_credentials = http_request("POST", "/token", host, token_headers, form)
-    results.append(
-        await phase(
-            "client_credentials",
-            [fixed_request(c, client_credentials, b'"access_token"') for c in connections],
-        )
-    )
+    form_headers = {"Authorization": setup.basic, "Content-Type": "application/x-www-form-urlencoded"}
+    client_credentials = http_request("POST", "/token", host, form_headers, form)
+    workers = [fixed_request(c, client_credentials, b'"access_token"') for c in connections]
+    results.append(await phase("client_credentials", workers))
 
-    chains = [
-        RefreshChain(c, host, setup.basic, token)
-        for c, token in zip(connections, setup.refresh_tokens[:concurrency], strict=True)
-    ]
-    results.append(await phase(f"refresh_token ({concurrency} chains)", chains))
-    results.append(
-        await phase(
-            "refresh_token (1 chain)",
-            [RefreshChain(connections[0], host, setup.basic, setup.refresh_tokens[concurrency])],
-            requests=budget.requests // 4,
-            seconds=budget.seconds * quick_factor,
-        )
-    )
+    chains = [RefreshChain(c, host, setup.basic, token) for c, token in zip(connections, setup.refresh_tokens)]
+    results.append(await phase(f"refresh_token ({len(chains)} chains)", list(chains)))
+    single = RefreshChain(connections[0], host, setup.basic, setup.refresh_tokens[-1])
+    results.append(await phase("refresh_token (1 chain)", [single], short=True))
 
     ping_headers = {
         "Authorization": f"Bearer {setup.access_token}",
@@ -377,59 +380,207 @@ async def run_load(gateway: Gateway, setup: Setup, args: argparse.Namespace, bud
         "Accept": "application/json, text/event-stream",
     }
     ping = http_request("POST", "/mcp/demo", host, ping_headers, PING)
-    results.append(
-        await phase(
-            "MCP ping, bearer token",
-            [fixed_request(c, ping, b'"result"') for c in connections],
-            seconds=budget.seconds * quick_factor,
-        )
-    )
+    workers = [fixed_request(c, ping, b'"result"') for c in connections]
+    results.append(await phase("MCP ping, bearer token", workers, short=True))
 
-    if args.profile:
-        results.append(await profile_refresh(gateway, chains, args))
+    profile = await profile_refresh(gateway, chains, args) if args.profile else None
     for connection in connections:
         await connection.close()
-    return results
+    return Load(results, single, profile)
 
 
-# -- 4. profile of the refresh_token path (py-spy) --------------------------------------------------------------------
+# -- 4. where a refresh's CPU goes: its parts alone, in process ------------------------------------------------------
 
+# The same SQL the store runs, written out for the bare drivers: the floor any implementation on this schema pays.
+CLIENT_SQL = "SELECT * FROM clients WHERE tenant_id = {p1} AND client_id = {p2}"
+ROTATE_SQL = (
+    "UPDATE refresh_tokens SET rotated_at = {p1} WHERE token_hash = {p2} AND rotated_at IS NULL",
+    "SELECT r.scope, r.expires_at, g.id FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id"
+    " WHERE r.token_hash = {p1} AND g.tenant_id = {p2}",
+    "INSERT INTO refresh_tokens (token_hash, grant_id, scope, created_at, expires_at)"
+    " VALUES ({p1}, {p2}, {p3}, {p4}, {p5})",
+)
+
+
+@dataclass
+class Breakdown:
+    client_lookup_us: float  # ClientDirectory.find for a registered client: store lookup + metadata parsing
+    rotation_us: float  # GrantRepository.rotate_refresh_token
+    bare_client_lookup_us: float | None  # the same SELECT on the bare driver
+    bare_rotation_us: float | None  # the rotation's three statements in one transaction on the bare driver
+    driver: str
+
+
+class _Meter:
+    """CPU of this process (every thread, so aiosqlite's worker threads too) per call, best of 3 rounds."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+
+    async def best_of_3(self, call: Callable[[], Any]) -> float:
+        async def once() -> None:
+            outcome = call()
+            if asyncio.iscoroutine(outcome):
+                await outcome
+
+        for _ in range(max(10, self.calls // 10)):
+            await once()
+        rounds = []
+        for _ in range(3):
+            started = time.process_time()
+            for _ in range(self.calls):
+                await once()
+            rounds.append(1e6 * (time.process_time() - started) / self.calls)
+        return min(rounds)
+
+
+async def measure_breakdown(gateway: Gateway, client_id: str, chain: RefreshChain, calls: int) -> Breakdown:
+    """Runs after the gateway stopped, on its database, continuing one refresh chain."""
+    from chamberlain.crypto.tokens import digest, new_secret
+    from chamberlain.settings import load_settings
+    from chamberlain.state import open_state
+
+    settings = load_settings(data_dir=gateway.data_dir, overrides={"database_url": gateway.database_url}, environ={})
+    url, tenant = settings.effective_database_url, settings.tenant
+    meter = _Meter(calls)
+    token = {"current": chain.token}
+    # The gateway's own state, built as `chamberlain serve` builds it (its 1 s background refresh included).
+    state = await open_state(settings)
+    directory, grants = state.client_directory, state.grants
+
+    async def find() -> None:
+        assert await directory.find(client_id) is not None
+
+    async def rotate() -> None:
+        successor = new_secret()
+        rotation = await grants.rotate_refresh_token(digest(token["current"]), digest(successor), lambda _: None)
+        assert rotation.grant is not None and not rotation.reused and not rotation.expired
+        token["current"] = successor
+
+    try:
+        client_lookup = await meter.best_of_3(find)
+        rotation = await meter.best_of_3(rotate)
+    finally:
+        await state.close()
+
+    bare_lookup = bare_rotation = None
+    driver = "sqlite3" if url.startswith("sqlite") else "asyncpg"
+    try:
+        floor = _sqlite_floor if driver == "sqlite3" else _asyncpg_floor
+        bare_lookup, bare_rotation = await floor(url, tenant, client_id, token, meter)
+    except Exception as problem:  # the hand-written SQL follows the schema; say so if the schema moved on
+        print(f"  (bare-driver floor skipped: {type(problem).__name__}: {problem})", file=sys.stderr)
+    return Breakdown(client_lookup, rotation, bare_lookup, bare_rotation, driver)
+
+
+async def _sqlite_floor(
+    url: str, tenant: str, client_id: str, token: dict[str, str], meter: _Meter
+) -> tuple[float, float]:
+    import sqlite3
+
+    from chamberlain.crypto.tokens import digest, new_secret
+
+    connection = sqlite3.connect(url.split(":///", 1)[1], isolation_level=None, timeout=30)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):  # as the gateway sets them
+        connection.execute(f"PRAGMA {pragma}")
+    marks = {f"p{i}": "?" for i in range(1, 6)}
+    lookup_sql = CLIENT_SQL.format(**marks)
+    update_sql, select_sql, insert_sql = (sql.format(**marks) for sql in ROTATE_SQL)
+
+    def lookup() -> None:
+        assert connection.execute(lookup_sql, (tenant, client_id)).fetchone() is not None
+
+    def rotate() -> None:
+        successor, presented, now = new_secret(), digest(token["current"]), time.time()
+        connection.execute("BEGIN IMMEDIATE")
+        claimed = connection.execute(update_sql, (now, presented)).rowcount
+        row = connection.execute(select_sql, (presented, tenant)).fetchone()
+        assert claimed == 1 and row is not None
+        connection.execute(insert_sql, (digest(successor), row[2], row[0], now, row[1]))
+        connection.execute("COMMIT")
+        token["current"] = successor
+
+    try:
+        return await meter.best_of_3(lookup), await meter.best_of_3(rotate)
+    finally:
+        connection.close()
+
+
+async def _asyncpg_floor(
+    url: str, tenant: str, client_id: str, token: dict[str, str], meter: _Meter
+) -> tuple[float, float]:
+    import asyncpg
+
+    from chamberlain.crypto.tokens import digest, new_secret
+
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    marks = {f"p{i}": f"${i}" for i in range(1, 6)}
+    lookup_sql = CLIENT_SQL.format(**marks)
+    update_sql, select_sql, insert_sql = (sql.format(**marks) for sql in ROTATE_SQL)
+
+    async def lookup() -> None:
+        assert await connection.fetchrow(lookup_sql, tenant, client_id) is not None
+
+    async def rotate() -> None:
+        successor, presented, now = new_secret(), digest(token["current"]), time.time()
+        async with connection.transaction():
+            claimed = await connection.execute(update_sql, now, presented)
+            row = await connection.fetchrow(select_sql, presented, tenant)
+            assert claimed == "UPDATE 1" and row is not None
+            await connection.execute(insert_sql, digest(successor), row["id"], row["scope"], now, row["expires_at"])
+        token["current"] = successor
+
+    try:
+        return await meter.best_of_3(lookup), await meter.best_of_3(rotate)
+    finally:
+        await connection.close()
+
+
+# -- 5. a sampling profile of the refresh_token path (py-spy) ---------------------------------------------------------
+
+
+@dataclass
+class ProfileSummary:
+    path: Path
+    samples: int
+    requests: int
+    inclusive: list[tuple[str, int]]
+    self_time: list[tuple[str, int]]
+    hottest: list[tuple[str, int]]
+
+
+# Inclusive buckets: a sample counts once in each bucket any frame of its stack falls in. Frames read
+# "Qualified.name (package/module.py:line)".
 PROFILE_BUCKETS: list[tuple[str, Callable[[str], bool]]] = [
-    # (label, predicate on one frame "function (path:line)"); inclusive: a sample counts once per bucket it touches
-    ("token endpoint total (chamberlain.oauth.token.token)", lambda f: f.startswith("token (") and "oauth/token.py" in f),
-    ("  client authentication (ClientAuthenticator.authenticate)", lambda f: f.startswith("authenticate (") and "client_auth" in f),
-    ("    client lookup in the store (ClientRepository.get)", lambda f: f.startswith("get (") and "store/clients.py" in f),
-    ("    client metadata parsing (parse_client_metadata)", lambda f: f.startswith("parse_client_metadata")),
-    ("  rotation in the store (GrantRepository.rotate_refresh_token)", lambda f: f.startswith("rotate_refresh_token")),
-    ("  access-token signing (AccessTokenIssuer.issue)", lambda f: f.startswith("issue (") and "access_tokens" in f),
-    ("  form parsing (read_form)", lambda f: f.startswith("read_form")),
-    ("  JSON response (TokenResponse.to_response)", lambda f: f.startswith("to_response")),
-    ("SQLAlchemy statement compilation", lambda f: "sqlalchemy/sql/compiler.py" in f or f.startswith("_compiler (")),
-    ("SQLAlchemy (everything in sqlalchemy/)", lambda f: "/sqlalchemy/" in f),
-    ("aiosqlite worker thread + sqlite3", lambda f: "aiosqlite/core.py" in f and f.startswith(("run (", "_execute ("))),
-    ("asyncpg", lambda f: "/asyncpg/" in f),
-    ("joserfc", lambda f: "/joserfc/" in f),
-    ("uvicorn + h11 (HTTP/1.1)", lambda f: "/uvicorn/" in f or "/h11/" in f),
-    ("starlette (routing, request, response)", lambda f: "/starlette/" in f),
+    ("uvicorn + h11 (HTTP/1.1 parsing, transport)", lambda f: " (uvicorn/" in f or " (h11/" in f),
+    ("starlette (routing, middleware, Request, Response)", lambda f: " (starlette/" in f),
+    ("token endpoint (oauth/token.py)", lambda f: f.startswith("token (chamberlain/oauth/token.py")),
+    ("  form parsing (read_form)", lambda f: f.startswith("read_form (")),
+    ("  client authentication (ClientAuthenticator.authenticate)", lambda f: f.startswith("ClientAuthenticator.auth")),
+    ("    client row from the store (ClientRepository.get)", lambda f: f.startswith("ClientRepository.get (")),
+    ("    client metadata parsing (parse_client_metadata)", lambda f: f.startswith("parse_client_metadata (")),
+    ("  rotation in the store (GrantRepository.rotate_refresh_token)", lambda f: "rotate_refresh_token (" in f),
+    ("  access-token signing (AccessTokenIssuer.issue)", lambda f: f.startswith("AccessTokenIssuer.issue (")),
+    ("  token response (TokenResponse.to_response)", lambda f: f.startswith("TokenResponse.to_response (")),
+    ("SQLAlchemy (all of it)", lambda f: " (sqlalchemy/" in f),
+    ("  statement cache keys + compilation", lambda f: " (sqlalchemy/sql/cache_key.py" in f or "compiler.py" in f),
+    ("  statement construction (sql/elements, coercions, selectable, dml)", lambda f: _constructing(f)),
+    ("aiosqlite (event-loop side: queue hand-off, futures)", lambda f: " (aiosqlite/" in f),
+    ("asyncpg", lambda f: " (asyncpg/" in f),
+    ("joserfc", lambda f: " (joserfc/" in f),
 ]
 
-SELF_CATEGORIES: list[tuple[str, str]] = [
-    ("sqlalchemy", "/sqlalchemy/"),
-    ("aiosqlite", "/aiosqlite/"),
-    ("asyncpg", "/asyncpg/"),
-    ("joserfc", "/joserfc/"),
-    ("cryptography", "/cryptography/"),
-    ("h11", "/h11/"),
-    ("uvicorn", "/uvicorn/"),
-    ("starlette", "/starlette/"),
-    ("chamberlain", "/chamberlain/"),
-    ("pydantic", "/pydantic"),
-    ("asyncio (event loop)", "/asyncio/"),
-    ("threading/queue (aiosqlite hand-offs)", "/threading.py"),
-    ("threading/queue (aiosqlite hand-offs)", "/queue.py"),
-    ("json", "/json/"),
-    ("urllib (parse_qsl)", "/urllib/"),
-]
+
+def _constructing(frame: str) -> bool:
+    return any(
+        f" (sqlalchemy/sql/{module}.py" in frame for module in ("elements", "coercions", "selectable", "dml", "base")
+    ) and not frame.startswith(("Compiled", "SQLCompiler", "_compiler"))
+
+
+SELF_PACKAGES = [
+    "sqlalchemy", "aiosqlite", "asyncpg", "joserfc", "cryptography", "h11", "uvicorn", "starlette", "chamberlain",
+    "pydantic", "asyncio", "json", "urllib", "greenlet",
+]  # fmt: skip
 
 
 def py_spy_executable() -> str | None:
@@ -437,25 +588,36 @@ def py_spy_executable() -> str | None:
     return str(beside_python) if beside_python.exists() else shutil.which("py-spy")
 
 
-async def profile_refresh(gateway: Gateway, chains: list[RefreshChain], args: argparse.Namespace) -> PhaseResult:
-    """An extra refresh phase (same chains, continued) with py-spy attached; py-spy's pauses cost the gateway CPU,
-    so this phase's figures are not benchmark figures."""
+def _is_idle(leaf: str) -> bool:
+    """py-spy cannot tell idle threads here, so known waits are dropped: epoll, and aiosqlite's queue.get."""
+    if leaf.startswith(("EpollSelector.select (", "Condition.wait (", "Queue.get (")) or not leaf.strip():
+        return True
+    if leaf.startswith("_connection_worker_thread ("):
+        path, _, line = leaf[leaf.rfind("(") + 1 : -1].rpartition(":")
+        source = linecache.getline(os.path.join(sysconfig.get_paths()["purelib"], path), int(line or 0))
+        return ".get(" in source
+    return False
+
+
+async def profile_refresh(gateway: Gateway, chains: list[RefreshChain], args: argparse.Namespace) -> ProfileSummary:
+    """An extra refresh phase (the same chains, continued) with py-spy attached. Only the thread holding the GIL is
+    sampled (--gil), so samples are Python-level CPU; SQLite's own C code runs without the GIL and is not in them."""
     spy = py_spy_executable()
     if spy is None:
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-    output = gateway.data_dir / "refresh-profile.txt"
+    output = gateway.data_dir.parent / "refresh-profile.txt"
     recorder = subprocess.Popen(
         [
             spy, "record", "--pid", str(gateway.pid), "--rate", "1000", "--format", "raw", "--output", str(output),
-            "--duration", str(int(args.profile_seconds) + 2), "--nonblocking",
+            "--duration", str(int(args.profile_seconds) + 2), "--gil", "--nonblocking",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     await asyncio.sleep(1.0)  # let py-spy attach
     result = await run_phase(
-        "refresh_token (profiled; not a figure)",
-        chains,
+        "refresh_token (profiled)",
+        list(chains),
         gateway=gateway,
         max_requests=10**9,
         max_seconds=args.profile_seconds,
@@ -463,67 +625,65 @@ async def profile_refresh(gateway: Gateway, chains: list[RefreshChain], args: ar
         measure_db=False,
     )
     recorder.wait(timeout=60)
-    summarise_profile(output, result.requests)
-    return result
+    return summarise_profile(output, result.requests)
 
 
-def summarise_profile(path: Path, requests: int) -> None:
+def summarise_profile(path: Path, requests: int) -> ProfileSummary:
     samples: Counter[str] = Counter()
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            samples[stack] += int(count)
-    total = sum(samples.values())
-    if not total:
-        print(f"\npy-spy recorded no samples ({path})")
-        return
-    print(f"\nProfile of the gateway during the refresh phase: {total} samples at 1 kHz over {requests} requests")
-    print(f"(py-spy raw stacks: {path}); wall-clock samples of running threads ≈ CPU ms; µs/req = share of the total")
-    inclusive = Counter()
-    self_time = Counter()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if count.isdigit() and not _is_idle(stack.split(";")[-1]):
+                samples[stack] += int(count)
+    inclusive: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    hottest: Counter[str] = Counter()
     for stack, count in samples.items():
         frames = stack.split(";")
         for label, matches in PROFILE_BUCKETS:
             if any(matches(frame) for frame in frames):
                 inclusive[label] += count
         leaf = frames[-1]
-        category = next((name for name, needle in SELF_CATEGORIES if needle in leaf), "other")
-        self_time[category] += count
-    per_request_us = 1000.0 * total / max(requests, 1)  # 1 sample = 1 ms of one thread running
-    rows = [
-        [label, f"{100 * inclusive[label] / total:.1f}%", num(per_request_us * inclusive[label] / total)]
-        for label, _ in PROFILE_BUCKETS
-    ]
-    print(table(["inclusive (any frame on the stack)", "share", "µs/req"], rows))
-    rows = [
-        [name, f"{100 * count / total:.1f}%", num(per_request_us * count / total)]
-        for name, count in self_time.most_common()
-    ]
-    print(table(["self time (leaf frame's package)", "share", "µs/req"], rows))
-    functions = Counter()
-    for stack, count in samples.items():
-        functions[stack.split(";")[-1]] += count
-    rows = [[name[:100], f"{100 * count / total:.1f}%"] for name, count in functions.most_common(15)]
-    print(table(["hottest leaf functions", "share"], rows))
+        package = next((name for name in SELF_PACKAGES if f" ({name}/" in leaf), "other (stdlib, C calls)")
+        self_time[package] += count
+        hottest[leaf] += count
+    return ProfileSummary(
+        path,
+        sum(samples.values()),
+        requests,
+        [(label, inclusive[label]) for label, _ in PROFILE_BUCKETS],
+        self_time.most_common(),
+        hottest.most_common(12),
+    )
 
 
-# -- 5. the report ----------------------------------------------------------------------------------------------------
+# -- 6. the report ----------------------------------------------------------------------------------------------------
 
 
 def verdict(result: PhaseResult) -> str:
+    cores = os.cpu_count() or 1
     if result.client_utilisation >= 0.85:
         return "CLIENT-BOUND: the load generator is the limit"
-    if result.server_utilisation >= 0.85:
-        return "server-bound"
-    return "neither saturated (waits: latency, DB or concurrency)"
+    if result.event_loop_utilisation >= 0.85:
+        return "gateway-bound (event loop saturated)"
+    busy = result.server_utilisation + result.client_utilisation + result.others_cores
+    busy += (result.db_cpu or 0.0) / result.wall if result.wall else 0.0
+    if busy >= 0.85 * cores:
+        return "machine-bound (every core busy)"
+    if result.concurrency == 1:
+        return "one request at a time (latency-bound by design)"
+    return "neither saturated (waits: DB, locks)"
 
 
-def report(results: list[PhaseResult], verify: VerifyFigures, idle_ms_per_s: float, args: argparse.Namespace) -> None:
+def report(
+    load: Load, crypto: TokenCrypto, breakdown: Breakdown | None, idle_ms_per_s: float, args: argparse.Namespace
+) -> None:
+    results = load.results
     with_db = args.database_url is not None
-    headers = ["phase", "conc", "requests", "errors", "wall req/s", "server CPU ms/req", "req/s per core"]
+    headers = ["phase", "conc", "requests", "errors", "wall req/s", "gateway CPU ms/req", "req/s per core"]
     if with_db:
         headers += ["DB CPU ms/req", "req/s per core incl. DB"]
-    headers += ["p50 ms", "p99 ms", "vs target"]
+    headers += ["p50 ms", "p99 ms", "vs 500/s per core"]
     rows = []
     for result in results:
         row = [
@@ -537,68 +697,98 @@ def report(results: list[PhaseResult], verify: VerifyFigures, idle_ms_per_s: flo
         ]
         if with_db:
             row += [num(result.db_ms_per_request, 3), num(result.rps_per_core_with_db)]
-        target = (
-            f"{result.rps_per_core / REFRESH_TARGET_PER_CORE:.2f}x of 500/s"
-            if result.name.startswith("refresh_token (") and "profiled" not in result.name
-            else ""
-        )
-        row += [num(result.p50, 2), num(result.p99, 2), target]
+        is_refresh = result.name.startswith("refresh_token")
+        row += [
+            num(result.p50, 2),
+            num(result.p99, 2),
+            f"{result.rps_per_core / REFRESH_TARGET_PER_CORE:.2f}x" if is_refresh else "",
+        ]
         rows.append(row)
     print()
     print(table(headers, rows))
 
-    by_name = {result.name.split(" (")[0]: result for result in results if "profiled" not in result.name}
-    refresh = next(r for r in results if r.name.startswith("refresh_token (") and "chains" in r.name)
-    cc = by_name["client_credentials"]
-    healthz = by_name["healthz"]
-    ping = by_name["MCP ping, bearer token"]
+    healthz, cc, refresh, single, ping = results[:5]
 
     print("\nRatios (this run)")
     status = "MEETS" if refresh.rps_per_core >= REFRESH_TARGET_PER_CORE else "MISSES"
     print(
         f"  refresh_token: {num(refresh.rps_per_core)} req/s per core = "
-        f"{refresh.rps_per_core / REFRESH_TARGET_PER_CORE:.2f}x the 500/s target ({status}); "
-        f"{refresh.rps_per_core / KEYCLOAK_REFRESH_PER_VCPU:.1f}x Keycloak's 120/s per vCPU (published sizing, "
-        f"not measured here)"
+        f"{refresh.rps_per_core / REFRESH_TARGET_PER_CORE:.2f}x the 500/s target ({status}) and "
+        f"{refresh.rps_per_core / KEYCLOAK_REFRESH_PER_VCPU:.2f}x Keycloak's 120/s per vCPU "
+        "(published sizing, not measured here)"
     )
     if with_db and refresh.rps_per_core_with_db:
-        print(f"                 counting PostgreSQL's CPU too: {num(refresh.rps_per_core_with_db)} req/s per core")
+        print(
+            f"    counting PostgreSQL's CPU as well: {num(refresh.rps_per_core_with_db)} req/s per core "
+            f"({refresh.rps_per_core_with_db / REFRESH_TARGET_PER_CORE:.2f}x the target)"
+        )
     print(
         f"  client_credentials: {num(cc.rps_per_core)} req/s per core = "
-        f"{cc.rps_per_core / KEYCLOAK_CLIENT_CREDENTIALS_PER_VCPU:.1f}x Keycloak's 120/s per vCPU (published; "
-        f"Keycloak's figure includes a TLS handshake per grant, ours is plain HTTP keep-alive on loopback)"
+        f"{cc.rps_per_core / KEYCLOAK_CLIENT_CREDENTIALS_PER_VCPU:.2f}x Keycloak's 120/s per vCPU (published; "
+        "Keycloak's figure includes a TLS handshake per grant, this is plain HTTP keep-alive on loopback)"
+    )
+    base = healthz.server_ms_per_request
+    print(
+        f"  vs the direct path (GET /healthz, {num(base, 3)} ms CPU): refresh_token "
+        f"{refresh.server_ms_per_request / base:.1f}x, client_credentials {cc.server_ms_per_request / base:.1f}x, "
+        f"MCP ping {ping.server_ms_per_request / base:.1f}x"
     )
     print(
-        f"  token endpoint vs direct path: refresh_token {refresh.server_ms_per_request / healthz.server_ms_per_request:.1f}x, "
-        f"client_credentials {cc.server_ms_per_request / healthz.server_ms_per_request:.1f}x the CPU of GET /healthz "
-        f"({num(healthz.server_ms_per_request, 3)} ms)"
+        f"  MCP ping with a bearer token costs {num(ping.server_ms_per_request - base, 3)} ms more than /healthz; "
+        f"the token check in it is {crypto.warm_us:.2f} µs (cached), the rest is the MCP SDK's stateless handling"
     )
-    delta = ping.server_ms_per_request - healthz.server_ms_per_request
+
+    if breakdown is not None:
+        print("\nWhere a refresh's gateway CPU goes (parts measured alone in process, best of 3; µs per call)")
+        parts = [
+            ("HTTP stack + routing (GET /healthz, under load)", 1000 * base, None),
+            ("client authentication: ClientDirectory.find", breakdown.client_lookup_us, breakdown.bare_client_lookup_us),
+            ("rotation: GrantRepository.rotate_refresh_token", breakdown.rotation_us, breakdown.bare_rotation_us),
+            ("access token: AccessTokenIssuer.issue", crypto.issue_us, crypto.raw_sign_us),
+        ]
+        total = sum(part for _, part, _ in parts)
+        measured = 1000 * single.server_ms_per_request
+        rows = [
+            [name, num(part), f"{100 * part / measured:.0f}%", num(floor, 1), f"{part / floor:.1f}x" if floor else ""]
+            for name, part, floor in parts
+        ]
+        rows.append(["sum of the parts", num(total), f"{100 * total / measured:.0f}%", "", ""])
+        rows.append(["measured: refresh_token (1 chain), gateway CPU", num(measured), "100%", "", ""])
+        rows.append(["rest: form, Basic auth, JSON response, scheduling", num(measured - total), "", "", ""])
+        floor_label = f"floor µs ({breakdown.driver} / P-256 sign)"
+        print(table(["part", "µs/req", "share", floor_label, "vs floor"], rows))
+        print(
+            f"  floors: the same SQL on the bare {breakdown.driver} driver (client SELECT; UPDATE+SELECT+INSERT in "
+            "one transaction), and one cryptography P-256 sign"
+        )
+
+    print("\nAccess-token verification and issuing (in process, best of 3 rounds)")
+    rows = [
+        ["verify, first sight (full ES256 check)", num(crypto.cold_us, 1), f"{crypto.cold_us / crypto.raw_verify_us:.2f}x"],
+        ["verify, seen before (cached)", num(crypto.warm_us, 2), f"{crypto.warm_us / crypto.raw_verify_us:.3f}x"],
+        ["  of which joserfc jwt.decode", num(crypto.joserfc_decode_us, 1), f"{crypto.joserfc_decode_us / crypto.raw_verify_us:.2f}x"],
+        ["cryptography P-256 verify (the floor)", num(crypto.raw_verify_us, 1), "1.00x"],
+        ["cryptography Ed25519 verify (for comparison)", num(crypto.ed25519_verify_us, 1), f"{crypto.ed25519_verify_us / crypto.raw_verify_us:.2f}x"],
+        ["issue (AccessTokenIssuer.issue)", num(crypto.issue_us, 1), f"{crypto.issue_us / crypto.raw_sign_us:.2f}x sign"],
+        ["cryptography P-256 sign (the floor)", num(crypto.raw_sign_us, 1), "1.00x sign"],
+    ]  # fmt: skip
+    print(table(["operation", "µs/call", "vs P-256 verify"], rows))
+    status = "MEETS" if crypto.cold_us < VERIFY_TARGET_US else "MISSES"
     print(
-        f"  MCP ping with bearer token: {num(ping.server_ms_per_request, 3)} ms CPU vs /healthz "
-        f"{num(healthz.server_ms_per_request, 3)} ms: +{num(delta, 3)} ms, of which the token check (cached) is "
-        f"{verify.warm_us:.1f} µs; the rest is the MCP SDK's stateless request handling"
+        f"  target, verification under {VERIFY_TARGET_US:.0f} µs: first sight {crypto.cold_us:.1f} µs ({status}; the "
+        f"P-256 verify alone is {crypto.raw_verify_us:.1f} µs here), seen before {crypto.warm_us:.2f} µs "
+        f"({'MEETS' if crypto.warm_us < VERIFY_TARGET_US else 'MISSES'})"
     )
 
-    print("\nAccess-token verification (in process, best of 3 rounds)")
-    verify_rows = [
-        ["verify, first sight (full ES256 check)", num(verify.cold_us, 1), f"{verify.cold_us / verify.raw_verify_us:.2f}x"],
-        ["verify, seen before (cache)", num(verify.warm_us, 2), f"{verify.warm_us / verify.raw_verify_us:.3f}x"],
-        ["joserfc jwt.decode alone", num(verify.joserfc_decode_us, 1), f"{verify.joserfc_decode_us / verify.raw_verify_us:.2f}x"],
-        ["cryptography P-256 verify (the floor)", num(verify.raw_verify_us, 1), "1.00x"],
-        ["issue (AccessTokenIssuer.issue)", num(verify.issue_us, 1), f"{verify.issue_us / verify.raw_sign_us:.2f}x"],
-        ["cryptography P-256 sign (the floor)", num(verify.raw_sign_us, 1), "1.00x"],
-    ]
-    print(table(["operation", "µs/call", "vs floor"], verify_rows))
-    status = "MEETS" if verify.cold_us < VERIFY_TARGET_US else "MISSES"
-    print(f"  target: verification under {VERIFY_TARGET_US:.0f} µs: first sight {verify.cold_us:.1f} µs ({status}), "
-          f"cached {verify.warm_us:.2f} µs")
+    if load.profile is not None:
+        print_profile(load.profile)
 
-    print("\nLoad generator check (CPU cores busy during each phase)")
+    print("\nLoad check: cores busy during each phase")
     rows = [
         [
             r.name,
             f"{r.server_utilisation:.2f}",
+            f"{r.event_loop_utilisation:.2f}",
             f"{r.client_utilisation:.2f}",
             num(r.client_ms_per_request, 3),
             f"{r.others_cores:.2f}",
@@ -606,30 +796,59 @@ def report(results: list[PhaseResult], verify: VerifyFigures, idle_ms_per_s: flo
         ]
         for r in results
     ]
-    print(table(["phase", "gateway", "client", "client CPU ms/req", "other processes", "verdict"], rows))
+    print(table(["phase", "gateway", "its event loop", "client", "client ms/req", "others", "verdict"], rows))
     busiest = max(r.others_cores for r in results)
     if busiest > 0.25:
         print(
-            f"  WARNING: other processes kept up to {busiest:.2f} cores busy during a phase; wall req/s and latency "
-            "suffer most, CPU per request less (cache and scheduler effects). Rerun on a quiet machine."
+            f"  WARNING: other processes kept up to {busiest:.2f} cores busy during a phase: wall req/s and latency "
+            "suffer most, CPU per request less (caches, scheduling). Rerun on a quiet machine to confirm."
         )
-    print(f"  gateway idle background CPU (store refresh every second): {idle_ms_per_s:.1f} ms/s, included above")
     print(
-        "  req/s per core = requests / gateway CPU seconds, so it does not depend on who was the limit; "
-        "wall req/s and p50/p99 do"
+        f"  the client is a raw asyncio HTTP/1.1 keep-alive client; the gateway's background work (store refresh "
+        f"every second) is {idle_ms_per_s:.1f} ms/s, included above.\n"
+        "  req/s per core = requests / gateway CPU seconds: it does not depend on which side was the limit; "
+        "wall req/s and p50/p99 do."
     )
+
+
+def print_profile(profile: ProfileSummary) -> None:
+    total = profile.samples
+    print(
+        f"\nProfile: {total} GIL-holding samples at 1 kHz over {profile.requests} refreshes (py-spy --gil; raw "
+        f"stacks in {profile.path}). 1 sample ≈ 1 ms of Python on the GIL; SQLite's C code releases the GIL and "
+        "is not in it. py-spy's pauses slow the gateway: these are shares, not benchmark figures."
+    )
+    if not total:
+        return
+    per_request = 1000.0 * total / max(profile.requests, 1)  # µs of GIL time per request
+
+    def rows(pairs: list[tuple[str, int]]) -> list[list[str]]:
+        return [[name[:96], f"{100 * n / total:.1f}%", num(per_request * n / total)] for name, n in pairs]
+
+    print(table(["inclusive (any frame on the stack)", "share", "µs/req"], rows(profile.inclusive)))
+    print(table(["self time (leaf frame's package)", "share", "µs/req"], rows(profile.self_time)))
+    print(table(["hottest leaf frames", "share", "µs/req"], rows(profile.hottest)))
 
 
 def main() -> None:
     args = parse_args()
     if args.quick:
         args.requests, args.seconds = max(200, args.requests // 5), args.seconds / 5
-    budget = Budget(args.requests, args.seconds, warmup=min(300, args.requests // 10))
+    budget = Budget(
+        requests=args.requests,
+        seconds=args.seconds,
+        warmup=min(300, args.requests // 10),
+        warmup_seconds=0.5 if args.quick else 1.5,
+        component_calls=100 if args.quick else 300,
+    )
     started = time.monotonic()
-    print(f"oauth_bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, store: "
-          f"{'PostgreSQL ' + args.database_url.rsplit('/', 1)[1] if args.database_url else 'SQLite'}"
-          f"{', quick' if args.quick else ''}; at most {budget.requests} requests or {budget.seconds:.0f} s per phase")
-    verify = measure_verification(500 if args.quick else 2000)
+    store = f"PostgreSQL ({args.database_url.rsplit('/', 1)[1]})" if args.database_url else "SQLite"
+    print(
+        f"oauth_bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, store {store}"
+        f"{', quick' if args.quick else ''}; each phase at most {budget.requests} requests or {budget.seconds:g} s "
+        f"(healthz, 1 chain and ping: {budget.seconds / 2:g} s), {args.concurrency} connections"
+    )
+    crypto = measure_token_crypto(500 if args.quick else 2000)
 
     work = Path(tempfile.mkdtemp(prefix="chamberlain-oauth-bench-"))
     try:
@@ -647,10 +866,13 @@ def main() -> None:
             try:
                 setup = asyncio.run(set_up(gateway.base_url, args.concurrency + 1))
                 idle = idle_cpu_rate(gateway, 1.0 if args.quick else 2.0)
-                results = asyncio.run(run_load(gateway, setup, args, budget))
+                load = asyncio.run(run_load(gateway, setup, args, budget))
             finally:
                 gateway.stop()
-            report(results, verify, idle, args)
+            breakdown = asyncio.run(
+                measure_breakdown(gateway, setup.client_id, load.single_chain, budget.component_calls)
+            )
+            report(load, crypto, breakdown, idle, args)
     finally:
         if args.keep:
             print(f"\nkept {work}")

@@ -41,11 +41,11 @@ class TokenSettings(_Section):
 
 class RegistrationSettings(_Section):
     dynamic_registration: bool = True
-    # Client ID Metadata Documents are fetched from the network: private, loopback and link-local targets
-    # are refused unless a developer opts in here (never in production).
-    cimd_allow_private_networks: bool = False
+    # Client ID Metadata Documents and clients' jwks_uri are fetched from URLs the client chose: private,
+    # loopback and link-local targets are refused unless a developer opts in here (never in production).
+    allow_private_networks: bool = False
     cimd_max_bytes: int = Field(5120, ge=512, le=1_048_576)
-    cimd_timeout: float = Field(5.0, gt=0, le=30)
+    fetch_timeout: float = Field(5.0, gt=0, le=30, description="seconds for one metadata or JWKS fetch")
 
 
 class Settings(_Section):

@@ -20,6 +20,7 @@ from chamberlain.net.ssrf import AddressPolicy, Resolver, SystemResolver
 from chamberlain.oauth.access_tokens import AccessTokenIssuer, AccessTokenVerifier
 from chamberlain.oauth.cimd import ClientMetadataDocumentResolver
 from chamberlain.oauth.client_auth import ClientAuthenticator
+from chamberlain.oauth.client_keys import ClientKeySets
 from chamberlain.oauth.clients import ClientDirectory
 from chamberlain.oauth.revocation_list import RevocationList
 from chamberlain.settings import Settings
@@ -69,21 +70,26 @@ class AppState:
         self.consents = ConsentRepository(engine, tenant)
         self.browser_sessions = BrowserSessionRepository(engine, tenant)
         registration = settings.registration
+        # Client-chosen URLs (metadata documents, jwks_uri) are fetched only from public addresses, unless a
+        # developer explicitly allows private networks.
+        fetch_policy = AddressPolicy(
+            allow_loopback=registration.allow_private_networks,
+            allow_private=registration.allow_private_networks,
+        )
         self.client_directory = ClientDirectory(
             self.clients,
             ClientMetadataDocumentResolver(
                 self.resolver,
-                AddressPolicy(
-                    allow_loopback=registration.cimd_allow_private_networks,
-                    allow_private=registration.cimd_allow_private_networks,
-                ),
+                fetch_policy,
                 max_bytes=registration.cimd_max_bytes,
-                timeout=registration.cimd_timeout,
-                allow_http_loopback=registration.cimd_allow_private_networks,
+                timeout=registration.fetch_timeout,
+                allow_http_loopback=registration.allow_private_networks,
             ),
         )
         self.client_authenticator = ClientAuthenticator(
-            self.client_directory, audiences=(self.issuer, self.token_endpoint)
+            self.client_directory,
+            ClientKeySets(self.resolver, fetch_policy, timeout=registration.fetch_timeout),
+            audiences=(self.issuer, self.token_endpoint),
         )
         self.cookies = CookiePolicy(secure=settings.cookies_secure)
         self.csrf = CsrfProtection(self.master_key.derive("csrf"), self.cookies)

@@ -169,3 +169,10 @@ def test_a_configuration_mistake_names_the_key_and_file(data_dir: Path) -> None:
     result = invoke("users", "list", data_dir=data_dir)
     assert result.exit_code == 1
     assert f"{data_dir / 'chamberlain.yaml'}:2: unknown setting 'logn'" in result.output.replace("\n", "")
+
+
+def test_serve_on_an_uninitialised_data_dir_says_what_to_do(tmp_path: Path) -> None:
+    result = invoke("serve", "--port", "0", data_dir=tmp_path / "empty")
+    assert result.exit_code == 1
+    assert "chamberlain init" in result.output
+    assert "Traceback" not in result.output

@@ -1,6 +1,6 @@
 """Client ID Metadata Documents end to end: the client_id is a URL, the server fetches and trusts its document.
 
-The document is served from loopback, which only a development setting allows (cimd_allow_private_networks);
+The document is served from loopback, which only a development setting allows (allow_private_networks);
 the SSRF refusals for private and link-local targets are tested through the resolver seam elsewhere.
 """
 
@@ -56,7 +56,7 @@ def documents() -> Iterator[DocumentServer]:
 @pytest.fixture(scope="module")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data_dir: Path = tmp_path_factory.mktemp("cimd")
-    with running_server(data_dir, registration={"cimd_allow_private_networks": True}) as running:
+    with running_server(data_dir, registration={"allow_private_networks": True}) as running:
         yield running
 
 

@@ -10,7 +10,8 @@ import typer
 import uvicorn
 
 from chamberlain.app import create_app
-from chamberlain.cli.common import ConfigFile, DataDir, console, fail, settings_from
+from chamberlain.cli.common import ConfigFile, DataDir, console, fail, initialised_store, run, settings_from
+from chamberlain.crypto.master_key import load_master_key
 from chamberlain.settings import Settings
 
 
@@ -29,6 +30,7 @@ def serve(
     problem = issuer_problem(settings)
     if problem:
         fail(problem)
+    run(_check_store(settings))
     console.print(f"Chamberlain listening on http://{settings.host}:{settings.port}  issuer {settings.public_url}")
     uvicorn.run(
         create_app(settings),
@@ -39,6 +41,13 @@ def serve(
         server_header=False,
         proxy_headers=False,
     )
+
+
+async def _check_store(settings: Settings) -> None:
+    """Refuse to start on a missing store or master key with one clear line, before uvicorn is involved."""
+    load_master_key(settings.data_dir)
+    async with initialised_store(settings):
+        pass
 
 
 def issuer_problem(settings: Settings) -> str | None:

@@ -14,10 +14,10 @@ from urllib.parse import unquote_plus
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
 
 from chamberlain.crypto.tokens import digest_matches
+from chamberlain.oauth.client_keys import ClientKeySets
 from chamberlain.oauth.clients import Client, ClientDirectory
 from chamberlain.oauth.errors import INVALID_REQUEST, OAuthError, invalid_client
 
@@ -45,8 +45,9 @@ class AssertionReplayCache:
 
 
 class ClientAuthenticator:
-    def __init__(self, directory: ClientDirectory, *, audiences: tuple[str, ...]) -> None:
+    def __init__(self, directory: ClientDirectory, key_sets: ClientKeySets, *, audiences: tuple[str, ...]) -> None:
         self._directory = directory
+        self._key_sets = key_sets
         self._audiences = audiences
         self._replays = AssertionReplayCache()
 
@@ -66,16 +67,14 @@ class ClientAuthenticator:
             if client.secret_hash is None or not digest_matches(credential or "", client.secret_hash):
                 raise invalid_client("client authentication failed", basic_auth_attempted=basic)
         elif method == "private_key_jwt":
-            self._check_assertion(client, credential or "")
+            await self._check_assertion(client, credential or "")
         return client
 
-    def _check_assertion(self, client: Client, assertion: str) -> None:
+    async def _check_assertion(self, client: Client, assertion: str) -> None:
         """RFC 7523 §3: iss and sub are the client_id, aud names this server, exp bounds it, jti is single use."""
-        jwks = client.metadata.jwks
-        if jwks is None:
-            raise invalid_client("the client registered no jwks to verify its assertion with")
+        key_set = await self._key_sets.for_client(client.metadata)
         try:
-            decoded = jwt.decode(assertion, KeySet.import_key_set(jwks), algorithms=ASSERTION_ALGORITHMS)  # type: ignore[arg-type]
+            decoded = jwt.decode(assertion, key_set, algorithms=ASSERTION_ALGORITHMS)
         except (JoseError, ValueError, TypeError):
             raise invalid_client("the client assertion's signature is invalid") from None
         claims = decoded.claims
