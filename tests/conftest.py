@@ -4,9 +4,10 @@ PostgreSQL. PostgreSQL tests skip when it is unreachable, except under CI=true, 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.server import RunningServer, postgres_database, postgres_reachable, running_server
@@ -32,3 +33,10 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     require_postgres()
     with postgres_database() as url, running_server(data_dir, url) as running:
         yield running
+
+
+@pytest.fixture
+async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for `server` that does not follow redirects (tests inspect them)."""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30, follow_redirects=False) as client:
+        yield client

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -18,6 +18,7 @@ from chamberlain.identity.passwords import hash_password
 from chamberlain.store.clients import ClientRepository
 from chamberlain.store.users import UserRepository
 from tests.support.browser import Browser, parse_forms
+from tests.support.network import FakeResolver
 from tests.support.oauth import (
     REDIRECT_URI,
     Pkce,
@@ -29,12 +30,6 @@ from tests.support.oauth import (
 from tests.support.server import RunningServer, random_name, running_server
 
 OTHER_REDIRECT_URI = "http://127.0.0.1:53682/other-callback"
-
-
-@pytest.fixture
-async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30, follow_redirects=False) as client:
-        yield client
 
 
 def assert_error_page(response: httpx.Response) -> str:
@@ -491,19 +486,7 @@ async def test_repeated_wrong_passwords_lock_the_account(server: RunningServer) 
 # -- CIMD: a client_id URL that resolves into the private network is refused before any connection ---------------
 
 
-class RecordingResolver:
-    """The resolver seam: maps names to addresses without DNS, and remembers what it was asked."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-        self.asked: list[tuple[str, int]] = []
-
-    async def resolve(self, host: str, port: int) -> list[str]:
-        self.asked.append((host, port))
-        return list(self.answers[host])
-
-
-RESOLVER = RecordingResolver(
+RESOLVER = FakeResolver(  # the resolver seam: no DNS, and it remembers what it was asked
     {
         "client.example": ["169.254.169.254"],
         "internal.example": ["10.0.0.7"],

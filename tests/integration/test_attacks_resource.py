@@ -11,7 +11,6 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,18 +23,9 @@ from chamberlain.crypto.signing_keys import KeyRing
 from chamberlain.oauth.access_tokens import TOKEN_TYPE, AccessTokenIssuer
 from chamberlain.state import load_key_ring
 from chamberlain.store.servers import ServerRepository
-from tests.support.browser import Browser
-from tests.support.oauth import Pkce, authorization_url, exchange_code, redirect_params, register
+from tests.support.mcp_calls import MCP_HEADERS, TOOLS_LIST, call_mcp
+from tests.support.oauth import register, tokens_for
 from tests.support.server import RunningServer, random_name
-
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-TOOLS_LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
-
-
-@pytest.fixture
-async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture
@@ -47,22 +37,7 @@ async def ring(server: RunningServer) -> KeyRing:
 
 async def access_token(server: RunningServer, http: httpx.AsyncClient) -> str:
     client = await register(http)
-    pkce = Pkce.new()
-    url = authorization_url(client["client_id"], server.resource(), pkce)
-    async with Browser(server.base_url) as browser:
-        redirect = await browser.authorize(url, username=server.user, password=server.user_password)
-    response = await exchange_code(http, client["client_id"], redirect_params(redirect)["code"], pkce.verifier)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
-async def call_mcp(
-    http: httpx.AsyncClient, token: str | None, *, server_name: str = "demo", query: str = ""
-) -> httpx.Response:
-    headers = dict(MCP_HEADERS)
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    return await http.post(f"/mcp/{server_name}{query}", json=TOOLS_LIST, headers=headers)
+    return str((await tokens_for(server, http, client["client_id"]))["access_token"])
 
 
 def assert_invalid_token(response: httpx.Response, server: RunningServer, server_name: str = "demo") -> str:

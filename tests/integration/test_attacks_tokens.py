@@ -9,7 +9,6 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,47 +19,45 @@ from joserfc.jwk import ECKey
 from chamberlain.crypto.tokens import digest, new_secret
 from chamberlain.store.grants import AuthorizationCode, GrantRepository
 from chamberlain.store.users import UserRepository
-from tests.support.browser import Browser
+from tests.support.mcp_calls import call_mcp
 from tests.support.oauth import (
     REDIRECT_URI,
     Pkce,
-    authorization_url,
+    authorized_code,
     exchange_code,
-    redirect_params,
     refresh,
     register,
+    tokens_for,
 )
 from tests.support.server import RunningServer
 
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-TOOLS_LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
 REVOCATION_WAIT = 3.0  # seconds: revocation is synchronous in-process; the bound only guards against a slow CI
 
 
-@pytest.fixture
-async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-        yield client
-
-
-async def authorized_code(server: RunningServer, client_id: str, pkce: Pkce | None, **params: str) -> str:
-    url = authorization_url(client_id, server.resource(), pkce, **params)
-    async with Browser(server.base_url) as browser:
-        redirect = await browser.authorize(url, username=server.user, password=server.user_password)
-    return redirect_params(redirect)["code"]
-
-
-async def tokens_for(server: RunningServer, http: httpx.AsyncClient, client_id: str) -> dict[str, Any]:
-    pkce = Pkce.new()
-    code = await authorized_code(server, client_id, pkce)
-    response = await exchange_code(http, client_id, code, pkce.verifier)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-async def call_mcp(http: httpx.AsyncClient, access_token: str) -> httpx.Response:
-    headers = {**MCP_HEADERS, "Authorization": f"Bearer {access_token}"}
-    return await http.post("/mcp/demo", json=TOOLS_LIST, headers=headers)
+async def plant_code(
+    server: RunningServer, client_id: str, *, code_challenge: str | None, auth_time: float, expires_at: float
+) -> str:
+    """Writes an authorization code for the test user straight into the store (for codes /authorize would never
+    issue) and returns it; everything but the PKCE challenge and the times is what /authorize would record."""
+    code = new_secret()
+    async with server.engine() as engine:
+        user = await UserRepository(engine, server.settings.tenant).get_by_username(server.user)
+        assert user is not None
+        await GrantRepository(engine, server.settings.tenant).add_code(
+            digest(code),
+            AuthorizationCode(
+                client_id=client_id,
+                user_id=user.id,
+                redirect_uri=REDIRECT_URI,
+                redirect_uri_given=True,
+                scope="mcp:tools",
+                resource=server.resource(),
+                code_challenge=code_challenge,
+                auth_time=auth_time,
+                expires_at=expires_at,
+            ),
+        )
+    return code
 
 
 async def assert_accepted(http: httpx.AsyncClient, access_token: str) -> None:
@@ -195,48 +192,22 @@ async def test_code_issued_without_a_challenge_is_refused(
     """PKCE downgrade (RFC 9700 §4.8.2): /authorize refuses challenge-less requests, so such a code is planted in
     the store directly; the token endpoint must refuse it whether or not a verifier comes with it."""
     client = await register(http)
-    code = new_secret()
-    async with server.engine() as engine:
-        user = await UserRepository(engine, server.settings.tenant).get_by_username(server.user)
-        assert user is not None
-        await GrantRepository(engine, server.settings.tenant).add_code(
-            digest(code),
-            AuthorizationCode(
-                client_id=client["client_id"],
-                user_id=user.id,
-                redirect_uri=REDIRECT_URI,
-                redirect_uri_given=True,
-                scope="mcp:tools",
-                resource=server.resource(),
-                code_challenge=None,
-                auth_time=time.time(),
-                expires_at=time.time() + 60,
-            ),
-        )
+    code = await plant_code(
+        server, client["client_id"], code_challenge=None, auth_time=time.time(), expires_at=time.time() + 60
+    )
     assert_oauth_error(await exchange_code(http, client["client_id"], code, verifier), "invalid_grant")
 
 
 async def test_expired_code_is_refused(server: RunningServer, http: httpx.AsyncClient) -> None:
     client = await register(http)
     pkce = Pkce.new()
-    code = new_secret()
-    async with server.engine() as engine:
-        user = await UserRepository(engine, server.settings.tenant).get_by_username(server.user)
-        assert user is not None
-        await GrantRepository(engine, server.settings.tenant).add_code(
-            digest(code),
-            AuthorizationCode(
-                client_id=client["client_id"],
-                user_id=user.id,
-                redirect_uri=REDIRECT_URI,
-                redirect_uri_given=True,
-                scope="mcp:tools",
-                resource=server.resource(),
-                code_challenge=pkce.challenge,
-                auth_time=time.time() - 120,
-                expires_at=time.time() - 1,
-            ),
-        )
+    code = await plant_code(
+        server,
+        client["client_id"],
+        code_challenge=pkce.challenge,
+        auth_time=time.time() - 120,
+        expires_at=time.time() - 1,
+    )
     body = assert_oauth_error(await exchange_code(http, client["client_id"], code, pkce.verifier), "invalid_grant")
     assert "expired" in body["error_description"]
 

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 
 from tests.support.browser import Browser
+from tests.support.mcp_calls import call_mcp
 from tests.support.oauth import Pkce, authorization_url, exchange_code, redirect_params, refresh, register
 from tests.support.server import RunningServer
-
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-TOOLS_LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
-
-
-@pytest.fixture
-async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-        yield client
 
 
 async def test_code_flow_issues_audience_bound_tokens_that_reach_the_mcp_server(
@@ -40,9 +29,7 @@ async def test_code_flow_issues_audience_bound_tokens_that_reach_the_mcp_server(
     assert tokens["token_type"] == "Bearer"
     assert tokens["scope"] == "mcp:tools"
 
-    call = await http.post(
-        "/mcp/demo", json=TOOLS_LIST, headers={**MCP_HEADERS, "Authorization": f"Bearer {tokens['access_token']}"}
-    )
+    call = await call_mcp(http, tokens["access_token"])
     assert call.status_code == 200, call.text
     assert {tool["name"] for tool in call.json()["result"]["tools"]} >= {"echo", "add"}
 

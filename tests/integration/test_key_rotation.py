@@ -11,10 +11,10 @@ import httpx
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.crypto.signing_keys import generate_signing_key
 from chamberlain.store import keys as key_store
+from tests.support.mcp_calls import MCP_HEADERS
 from tests.support.server import RunningServer
 
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 def kid_of(token: str) -> str:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pyotp
-import pytest
 
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.identity.passwords import hash_password
@@ -17,12 +14,6 @@ from tests.support.oauth import Pkce, authorization_url, redirect_params, regist
 from tests.support.server import RunningServer, random_name
 
 PASSWORD = "a long enough password"
-
-
-@pytest.fixture
-async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-        yield client
 
 
 async def add_user(server: RunningServer, *, totp_seed: str | None = None, must_change: bool = False) -> str:
@@ -36,13 +27,17 @@ async def add_user(server: RunningServer, *, totp_seed: str | None = None, must_
     return name
 
 
-async def start_authorization(server: RunningServer, http: httpx.AsyncClient, browser: Browser) -> httpx.Response:
+async def sign_in_to_authorize(
+    server: RunningServer, http: httpx.AsyncClient, browser: Browser, username: str, password: str = PASSWORD
+) -> httpx.Response:
+    """Starts an authorization for a new client in `browser` and submits the sign-in form it shows; returns the
+    answer to that submission."""
     client = await register(http)
     page = await browser.get(authorization_url(client["client_id"], server.resource(), Pkce.new()))
     assert page.status_code == 200
     assert 'autocomplete="username"' in page.text
     assert 'autocomplete="current-password"' in page.text
-    return page
+    return await browser.submit(page, {"username": username, "password": password})
 
 
 async def test_one_time_password_must_be_replaced_before_the_flow_continues(
@@ -50,8 +45,7 @@ async def test_one_time_password_must_be_replaced_before_the_flow_continues(
 ) -> None:
     name = await add_user(server, must_change=True)
     async with Browser(server.base_url) as browser:
-        page = await start_authorization(server, http, browser)
-        change = await browser.submit(page, {"username": name, "password": PASSWORD})
+        change = await sign_in_to_authorize(server, http, browser, name)
         assert change.status_code == 200
         assert 'action="/login/password"' in change.text
         assert browser.http.cookies.get("chamberlain_session") is None  # no session before the change
@@ -67,8 +61,7 @@ async def test_one_time_password_must_be_replaced_before_the_flow_continues(
         consent = await browser.follow_to_client(done)
         assert 'name="decision"' in consent.text
     async with Browser(server.base_url) as browser:
-        page = await start_authorization(server, http, browser)
-        old = await browser.submit(page, {"username": name, "password": PASSWORD})
+        old = await sign_in_to_authorize(server, http, browser, name)
         assert old.status_code == 401
         new = await browser.submit(old, {"username": name, "password": "my own password"})
         assert new.status_code == 303
@@ -77,8 +70,7 @@ async def test_one_time_password_must_be_replaced_before_the_flow_continues(
 async def test_forged_password_change_ticket_is_refused(server: RunningServer, http: httpx.AsyncClient) -> None:
     name = await add_user(server, must_change=True)
     async with Browser(server.base_url) as browser:
-        page = await start_authorization(server, http, browser)
-        change = await browser.submit(page, {"username": name, "password": PASSWORD})
+        change = await sign_in_to_authorize(server, http, browser, name)
         forged = await browser.submit(
             change, {"ticket": "someone-else.9999999999.00", "new_password": "x" * 12, "confirm_password": "x" * 12}
         )
@@ -89,8 +81,7 @@ async def test_totp_is_required_when_enrolled(server: RunningServer, http: httpx
     seed = new_totp_seed()
     name = await add_user(server, totp_seed=seed)
     async with Browser(server.base_url) as browser:
-        page = await start_authorization(server, http, browser)
-        asked = await browser.submit(page, {"username": name, "password": PASSWORD})
+        asked = await sign_in_to_authorize(server, http, browser, name)
         assert asked.status_code == 401
         assert 'autocomplete="one-time-code"' in asked.text
         wrong = await browser.submit(asked, {"password": PASSWORD, "totp": "000000"})
@@ -105,8 +96,7 @@ async def test_totp_is_required_when_enrolled(server: RunningServer, http: httpx
 async def test_sign_in_issues_a_fresh_session_id(server: RunningServer, http: httpx.AsyncClient) -> None:
     async with Browser(server.base_url) as browser:
         browser.http.cookies.set("chamberlain_session", "planted-by-an-attacker", domain="127.0.0.1")
-        page = await start_authorization(server, http, browser)
-        signed = await browser.submit(page, {"username": server.user, "password": server.user_password})
+        signed = await sign_in_to_authorize(server, http, browser, server.user, server.user_password)
         assert signed.status_code == 303
         session = browser.http.cookies.get("chamberlain_session")
         assert session

@@ -1,4 +1,5 @@
-"""Small OAuth client helpers for tests: registration, PKCE, authorization URLs and token requests."""
+"""Small OAuth client helpers for tests: registration, PKCE, authorization URLs, token requests, and codes and tokens
+obtained through a whole sign-in and consent."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
+
+from tests.support.browser import Browser
+from tests.support.server import RunningServer
 
 REDIRECT_URI = "http://127.0.0.1:53682/callback"
 
@@ -72,3 +76,20 @@ async def exchange_code(
 async def refresh(http: httpx.AsyncClient, client_id: str, refresh_token: str, **extra: str) -> httpx.Response:
     data = {"grant_type": "refresh_token", "client_id": client_id, "refresh_token": refresh_token}
     return await http.post("/token", data={**data, **extra})
+
+
+async def authorized_code(server: RunningServer, client_id: str, pkce: Pkce | None, **params: str) -> str:
+    """An authorization code for `client_id`, got by the test user signing in and consenting in a fresh browser."""
+    url = authorization_url(client_id, server.resource(), pkce, **params)
+    async with Browser(server.base_url) as browser:
+        redirect = await browser.authorize(url, username=server.user, password=server.user_password)
+    return redirect_params(redirect)["code"]
+
+
+async def tokens_for(server: RunningServer, http: httpx.AsyncClient, client_id: str) -> dict[str, Any]:
+    """The token response (access and refresh token) for a fresh authorization of `client_id`, PKCE included."""
+    pkce = Pkce.new()
+    code = await authorized_code(server, client_id, pkce)
+    response = await exchange_code(http, client_id, code, pkce.verifier)
+    assert response.status_code == 200, response.text
+    return dict(response.json())

@@ -9,113 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import ssl
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpcore
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chamberlain.net.ssrf import AddressPolicy, FetchError
+from chamberlain.net.ssrf import AddressPolicy
 from chamberlain.oauth.cimd import ClientMetadataDocumentResolver, freshness_lifetime, is_client_id_url
 from chamberlain.oauth.errors import INVALID_CLIENT, OAuthError
+from tests.support.network import FakeResolver, RecordingBackend, Route, TinyServer, start_tls_server
 
-# --- test doubles (kept local so each test module stands alone) ----------------------------------
-
-
-class FakeResolver:
-    def __init__(self, table: dict[str, list[str]]) -> None:
-        self.table = table
-        self.calls: list[str] = []
-
-    async def resolve(self, host: str, port: int) -> list[str]:
-        self.calls.append(host)
-        if host not in self.table:
-            raise FetchError(f"fake resolver: unknown host {host!r}")
-        return list(self.table[host])
-
-
-class RecordingBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self.inner = inner
-        self.attempts: list[tuple[str, int]] = []
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        self.attempts.append((host, port))
-        if self.inner is None:
-            raise httpcore.ConnectError("test backend: no connections allowed")
-        assert ipaddress.ip_address(host).is_loopback, host  # the tests never leave this machine
-        return await self.inner.connect_tcp(host, port, timeout=timeout)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-@dataclass
-class Route:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
-    body: bytes = b"{}"
-    gate: asyncio.Event | None = None
-
-
-class TinyServer:
-    def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
-        self.hits: Counter[str] = Counter()
-        self.request_arrived = asyncio.Event()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=ssl_context)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ssl.SSLError):
-            writer.close()
-            return
-        target = head.decode("latin-1").split(" ")[1]
-        self.hits[target] += 1
-        self.request_arrived.set()
-        route = self.routes.get(target, Route(404, {"Content-Type": "text/plain"}, b"not found"))
-        if route.gate is not None:
-            await route.gate.wait()
-        headers = {**route.headers, "Content-Length": str(len(route.body)), "Connection": "close"}
-        response = f"HTTP/1.1 {route.status} X\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        with contextlib.suppress(ConnectionError):
-            writer.write(response.encode("latin-1") + b"\r\n" + route.body)
-            await writer.drain()
-        writer.close()
-        with contextlib.suppress(ConnectionError, ssl.SSLError):
-            await writer.wait_closed()
+# --- test doubles (the network ones are shared, in tests/support/network.py) ---------------------
 
 
 class FakeClock:
@@ -132,10 +45,8 @@ DEV_POLICY = AddressPolicy(allow_loopback=True)
 
 @pytest.fixture
 async def server() -> AsyncIterator[TinyServer]:
-    instance = TinyServer()
-    await instance.start()
-    yield instance
-    await instance.stop()
+    async with TinyServer() as instance:
+        yield instance
 
 
 @pytest.fixture
@@ -318,31 +229,7 @@ async def test_more_specific_json_media_type_is_accepted(server: TinyServer) -> 
 
 async def test_https_document_with_the_default_settings(tmp_path: Path) -> None:
     """The production path: https only, the certificate checked against the client_id's host name."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert_path, key_path)
-    tls_server = TinyServer()
-    await tls_server.start(server_context)
+    tls_server, cert_path = await start_tls_server(tmp_path, HOST)
     try:
         url = f"https://{HOST}:{tls_server.port}/oauth/client.json"
         _serve(tls_server, url, _document(url))

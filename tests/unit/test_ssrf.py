@@ -7,22 +7,14 @@ on 127.0.0.1, and every connection goes through a recording backend that refuses
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import ssl
-from collections import Counter
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpcore
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,139 +30,13 @@ from chamberlain.net.ssrf import (
     fetch_limited,
     guarded_client,
 )
-
-# --- test doubles ---------------------------------------------------------------------------------
-
-
-class FakeResolver:
-    """Maps names to addresses from a table; never consults DNS."""
-
-    def __init__(self, table: dict[str, list[str]]) -> None:
-        self.table = table
-        self.calls: list[str] = []
-
-    async def resolve(self, host: str, port: int) -> list[str]:
-        self.calls.append(host)
-        if host not in self.table:
-            raise FetchError(f"fake resolver: unknown host {host!r}")
-        return list(self.table[host])
-
-
-class RecordingBackend(httpcore.AsyncNetworkBackend):
-    """Records every connection attempt; connects (to loopback only) when given a real backend."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self.inner = inner
-        self.attempts: list[tuple[str, int]] = []
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        self.attempts.append((host, port))
-        if self.inner is None:
-            raise httpcore.ConnectError("test backend: no connections allowed")
-        # Belt and braces: whatever the code under test does, the tests never leave this machine.
-        assert ipaddress.ip_address(host).is_loopback, host
-        return await self.inner.connect_tcp(host, port, timeout=timeout)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-@dataclass
-class Route:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
-    body: bytes = b"{}"
-    send_length: bool = True
-    gate: asyncio.Event | None = None
-
-
-class TinyServer:
-    """A minimal HTTP/1.1 server on 127.0.0.1 that answers from a route table and counts hits."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
-        self.hits: Counter[str] = Counter()
-        self.request_headers: list[dict[str, str]] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=ssl_context)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ssl.SSLError):
-            writer.close()
-            return
-        request_line, *lines = head.decode("latin-1").strip().split("\r\n")
-        target = request_line.split(" ")[1]
-        self.hits[target] += 1
-        self.request_headers.append(
-            {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-        )
-        route = self.routes.get(target, Route(404, {"Content-Type": "text/plain"}, b"not found"))
-        if route.gate is not None:
-            await route.gate.wait()
-        headers = dict(route.headers)
-        if route.send_length:
-            headers["Content-Length"] = str(len(route.body))
-        headers["Connection"] = "close"
-        response = f"HTTP/1.1 {route.status} X\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        with contextlib.suppress(ConnectionError):
-            writer.write(response.encode("latin-1") + b"\r\n" + route.body)
-            await writer.drain()
-        writer.close()
-        with contextlib.suppress(ConnectionError, ssl.SSLError):
-            await writer.wait_closed()
-
-
-def make_certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for `hostname` (cryptography does the crypto)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = directory / f"{hostname}.pem"
-    key_path = directory / f"{hostname}.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
+from tests.support.network import FakeResolver, RecordingBackend, Route, TinyServer, start_tls_server
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[TinyServer]:
-    instance = TinyServer()
-    await instance.start()
-    yield instance
-    await instance.stop()
+    async with TinyServer() as instance:
+        yield instance
 
 
 LOOPBACK_DEV = AddressPolicy(allow_loopback=True)
@@ -491,17 +357,8 @@ async def test_connection_failure_is_a_fetch_error() -> None:
 # --- TLS keeps the host name while the socket goes to the pinned IP -------------------------------
 
 
-async def _tls_server(tmp_path: Path, hostname: str) -> tuple[TinyServer, Path]:
-    cert, key = make_certificate(tmp_path, hostname)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    instance = TinyServer()
-    await instance.start(context)
-    return instance, cert
-
-
 async def test_tls_verifies_the_original_host_name(tmp_path: Path) -> None:
-    tls_server, cert = await _tls_server(tmp_path, "pinned.test")
+    tls_server, cert = await start_tls_server(tmp_path, "pinned.test")
     tls_server.routes["/doc.json"] = Route(body=b'{"tls": true}')
     backend = RecordingBackend(httpcore.AnyIOBackend())
     try:
@@ -514,7 +371,7 @@ async def test_tls_verifies_the_original_host_name(tmp_path: Path) -> None:
 
 
 async def test_tls_refuses_a_certificate_for_another_name(tmp_path: Path) -> None:
-    tls_server, cert = await _tls_server(tmp_path, "other.test")
+    tls_server, cert = await start_tls_server(tmp_path, "other.test")
     tls_server.routes["/doc.json"] = Route()
     try:
         async with _loopback_client(
