@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import ArgumentError
 
 ENV_PREFIX = "CHAMBERLAIN_"
 CONFIG_FILE_NAME = "chamberlain.yaml"
@@ -70,6 +72,19 @@ class Settings(_Section):
             raise ValueError("must not end with '/'")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_is_supported(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError("is not a database URL (sqlite:///PATH or postgresql://USER@HOST/DB)") from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"{backend!r} is not supported: use sqlite:///PATH or postgresql://USER@HOST/DB")
+        return value
+
     @property
     def public_url(self) -> str:
         if self.issuer:
@@ -78,7 +93,7 @@ class Settings(_Section):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'chamberlain.db'}"
+        return self.database_url or f"sqlite:///{self.data_dir / 'chamberlain.db'}"
 
     @property
     def cookies_secure(self) -> bool:

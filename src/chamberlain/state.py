@@ -11,8 +11,6 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from chamberlain.crypto.master_key import MasterKey, load_master_key
 from chamberlain.crypto.signing_keys import KeyRing, load_signing_key
 from chamberlain.identity.password_change import PasswordChangeTickets
@@ -28,7 +26,7 @@ from chamberlain.store import keys as key_store
 from chamberlain.store.browser_sessions import BrowserSessionRepository
 from chamberlain.store.clients import ClientRepository
 from chamberlain.store.consents import ConsentRepository
-from chamberlain.store.database import create_engine, pending_migrations
+from chamberlain.store.database import Database, create_database, pending_migrations
 from chamberlain.store.grants import GrantRepository, revocations_since
 from chamberlain.store.servers import Server, ServerRepository
 from chamberlain.store.users import UserRepository
@@ -52,7 +50,7 @@ class ProtectedResource:
 @dataclass
 class AppState:
     settings: Settings
-    engine: AsyncEngine
+    database: Database
     master_key: MasterKey
     keyring: KeyRing
     resolver: Resolver
@@ -61,14 +59,14 @@ class AppState:
     _refresher: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        settings, engine, tenant = self.settings, self.engine, self.settings.tenant
+        settings, database, tenant = self.settings, self.database, self.settings.tenant
         self.issuer = settings.public_url
-        self.users = UserRepository(engine, tenant)
-        self.clients = ClientRepository(engine, tenant)
-        self.servers = ServerRepository(engine, tenant)
-        self.grants = GrantRepository(engine, tenant)
-        self.consents = ConsentRepository(engine, tenant)
-        self.browser_sessions = BrowserSessionRepository(engine, tenant)
+        self.users = UserRepository(database, tenant)
+        self.clients = ClientRepository(database, tenant)
+        self.servers = ServerRepository(database, tenant)
+        self.grants = GrantRepository(database, tenant)
+        self.consents = ConsentRepository(database, tenant)
+        self.browser_sessions = BrowserSessionRepository(database, tenant)
         registration = settings.registration
         # Client-chosen URLs (metadata documents, jwks_uri) are fetched only from public addresses, unless a
         # developer explicitly allows private networks.
@@ -116,12 +114,12 @@ class AppState:
 
     async def sync_revocations(self) -> None:
         """Applies revocations written to the feed (by this process or others) right away."""
-        self.revocations.apply(await revocations_since(self.engine, self.revocations.last_id))
+        self.revocations.apply(await revocations_since(self.database, self.revocations.last_id))
 
     async def refresh(self) -> None:
         """Pulls what other processes changed: revocations, signing keys, servers."""
         await self.sync_revocations()
-        rows = await key_store.usable_keys(self.engine)
+        rows = await key_store.usable_keys(self.database)
         if key_ring_version(rows) != self.keyring.version:
             self.keyring = key_ring_from_rows(rows, self.master_key)
         self.resources = {
@@ -138,7 +136,7 @@ class AppState:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        await self.engine.dispose()
+        await self.database.dispose()
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -171,22 +169,22 @@ def key_ring_from_rows(rows: list[key_store.KeyRow], master_key: MasterKey) -> K
     )
 
 
-async def load_key_ring(engine: AsyncEngine, master_key: MasterKey) -> KeyRing:
-    return key_ring_from_rows(await key_store.usable_keys(engine), master_key)
+async def load_key_ring(database: Database, master_key: MasterKey) -> KeyRing:
+    return key_ring_from_rows(await key_store.usable_keys(database), master_key)
 
 
 async def open_state(settings: Settings, *, resolver: Resolver | None = None) -> AppState:
-    engine = create_engine(settings.effective_database_url)
+    database = create_database(settings.effective_database_url)
     try:
-        if await pending_migrations(engine):
+        if await pending_migrations(database):
             raise NotInitialised(
                 "the store is not initialised or needs migrating: run 'chamberlain init' (or 'chamberlain migrate')"
             )
         master_key = load_master_key(settings.data_dir)
-        keyring = await load_key_ring(engine, master_key)
+        keyring = await load_key_ring(database, master_key)
     except BaseException:
-        await engine.dispose()
+        await database.dispose()
         raise
-    state = AppState(settings, engine, master_key, keyring, resolver or SystemResolver())
+    state = AppState(settings, database, master_key, keyring, resolver or SystemResolver())
     await state.start()
     return state

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from chamberlain.cli.main import app
 from chamberlain.settings import load_settings
 from chamberlain.store.clients import ClientRepository
-from chamberlain.store.database import create_engine
+from chamberlain.store.database import create_database
 
 runner = CliRunner()
 
@@ -135,7 +135,7 @@ def test_keys_rotate_keeps_the_old_key_for_verification(data_dir: Path) -> None:
 def test_clients_list_show_revoke(data_dir: Path) -> None:
     async def add_client() -> None:
         settings = load_settings(data_dir=data_dir, environ={})
-        engine = create_engine(settings.effective_database_url)
+        engine = create_database(settings.effective_database_url)
         try:
             await ClientRepository(engine, settings.tenant).add(
                 "client-1", "dynamic", {"client_name": "Editor", "token_endpoint_auth_method": "none"}, None

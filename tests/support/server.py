@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from sqlalchemy.ext.asyncio import AsyncEngine
+from chamberlain.store.database import Database
 
 from chamberlain.app import create_app
 from chamberlain.cli.init import initialise
 from chamberlain.identity.passwords import hash_password
 from chamberlain.net.ssrf import Resolver
 from chamberlain.settings import Settings, load_settings
-from chamberlain.store.database import create_engine
+from chamberlain.store.database import create_database
 from chamberlain.store.users import UserRepository
 
 POSTGRES_ADMIN_URL = os.environ.get("CHAMBERLAIN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -48,8 +48,8 @@ class RunningServer:
         return f"{self.base_url}/mcp/{server}"
 
     @contextlib.asynccontextmanager
-    async def engine(self) -> AsyncIterator[AsyncEngine]:
-        engine = create_engine(self.database_url)
+    async def engine(self) -> AsyncIterator[Database]:
+        engine = create_database(self.database_url)
         try:
             yield engine
         finally:
@@ -131,7 +131,7 @@ def running_server(
 async def _prepare(settings: Settings) -> str:
     password = await initialise(settings)
     assert password is not None, "the data directory was already initialised"
-    engine = create_engine(settings.effective_database_url)
+    engine = create_database(settings.effective_database_url)
     try:
         await UserRepository(engine, settings.tenant).add(USER, hash_password(USER_PASSWORD), ("developer",))
     finally:

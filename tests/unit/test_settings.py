@@ -21,7 +21,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults_without_a_file(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, environ={})
     assert settings.public_url == "http://127.0.0.1:8080"
-    assert settings.effective_database_url == f"sqlite+aiosqlite:///{tmp_path / 'chamberlain.db'}"
+    assert settings.effective_database_url == f"sqlite:///{tmp_path / 'chamberlain.db'}"
     assert settings.tokens.access_token_ttl == 600
     assert not settings.cookies_secure
 

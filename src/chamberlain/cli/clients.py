@@ -23,8 +23,8 @@ def list_clients(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     settings = settings_from(data_dir, config)
 
     async def fetch() -> list[ClientRecord]:
-        async with initialised_store(settings) as engine:
-            return await ClientRepository(engine, settings.tenant).list()
+        async with initialised_store(settings) as database:
+            return await ClientRepository(database, settings.tenant).list()
 
     table = Table("Client ID", "Name", "Registration", "Auth method", "Created", "State")
     for client in run(fetch()):
@@ -50,8 +50,8 @@ def show(
     settings = settings_from(data_dir, config)
 
     async def fetch() -> ClientRecord | None:
-        async with initialised_store(settings) as engine:
-            return await ClientRepository(engine, settings.tenant).get(client_id)
+        async with initialised_store(settings) as database:
+            return await ClientRepository(database, settings.tenant).get(client_id)
 
     client = run(fetch())
     if client is None:
@@ -79,13 +79,13 @@ def revoke(
     settings = settings_from(data_dir, config)
 
     async def revoke_client() -> int | None:
-        async with initialised_store(settings) as engine:
-            if not await ClientRepository(engine, settings.tenant).revoke(client_id):
+        async with initialised_store(settings) as database:
+            if not await ClientRepository(database, settings.tenant).revoke(client_id):
                 return None
-            grants = GrantRepository(engine, settings.tenant)
+            grants = GrantRepository(database, settings.tenant)
             revoked = await grants.revoke_client_grants(client_id, "client_revoked")
             await grants.revoke_client_tokens(client_id, longest_token_lifetime=settings.tokens.access_token_ttl)
-            await ConsentRepository(engine, settings.tenant).withdraw_client(client_id)
+            await ConsentRepository(database, settings.tenant).withdraw_client(client_id)
             return revoked
 
     revoked = run(revoke_client())

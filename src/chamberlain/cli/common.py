@@ -11,12 +11,11 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chamberlain.crypto.master_key import MasterKeyError
 from chamberlain.settings import Settings, SettingsError, load_settings
 from chamberlain.state import NotInitialised
-from chamberlain.store.database import create_engine, pending_migrations
+from chamberlain.store.database import Database, create_database, pending_migrations
 from chamberlain.store.errors import AlreadyExists
 
 console = Console()
@@ -70,16 +69,16 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def initialised_store(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings.effective_database_url)
+async def initialised_store(settings: Settings) -> AsyncIterator[Database]:
+    database = create_database(settings.effective_database_url)
     try:
-        if await pending_migrations(engine):
+        if await pending_migrations(database):
             raise NotInitialised(
                 f"no initialised store in {settings.data_dir}: run 'chamberlain init' first (or pass --data-dir)"
             )
-        yield engine
+        yield database
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 def read_secret_from_stdin(what: str) -> str:

@@ -11,7 +11,7 @@ from chamberlain.demo.server import DEMO_SERVER_NAME
 from chamberlain.identity.passwords import hash_password
 from chamberlain.settings import Settings
 from chamberlain.store import keys as key_store
-from chamberlain.store.database import create_engine, current_revision, migrate
+from chamberlain.store.database import create_database, current_revision, migrate
 from chamberlain.store.servers import ServerRepository
 from chamberlain.store.tenants import ensure_tenant
 from chamberlain.store.users import UserRepository
@@ -36,23 +36,23 @@ async def initialise(settings: Settings) -> str | None:
     """Idempotent: returns the bootstrap admin's password when this call created the store, else None."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     master_key = load_master_key(settings.data_dir, create=True)
-    engine = create_engine(settings.effective_database_url)
+    database = create_database(settings.effective_database_url)
     try:
-        fresh = await current_revision(engine) is None
-        await migrate(engine)
-        await ensure_tenant(engine, settings.tenant)
+        fresh = await current_revision(database) is None
+        await migrate(database)
+        await ensure_tenant(database, settings.tenant)
         if not fresh:
             return None
         await key_store.rotate(
-            engine,
+            database,
             generate_signing_key(settings.tokens.signing_algorithm, master_key),
             keep_verifying_for=settings.tokens.access_token_ttl + 60,
         )
         password = secrets.token_urlsafe(18)
-        users = UserRepository(engine, settings.tenant)
+        users = UserRepository(database, settings.tenant)
         await users.add(BOOTSTRAP_ADMIN, hash_password(password), ("admin",), must_change_password=True)
         if settings.demo_server:
-            await ServerRepository(engine, settings.tenant).add(DEMO_SERVER_NAME, None, DEMO_SCOPES)
+            await ServerRepository(database, settings.tenant).add(DEMO_SERVER_NAME, None, DEMO_SCOPES)
         return password
     finally:
-        await engine.dispose()
+        await database.dispose()

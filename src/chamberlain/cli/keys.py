@@ -19,9 +19,9 @@ def rotate(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     settings = settings_from(data_dir, config)
 
     async def rotate_key() -> str:
-        async with initialised_store(settings) as engine:
+        async with initialised_store(settings) as database:
             new_key = generate_signing_key(settings.tokens.signing_algorithm, load_master_key(settings.data_dir))
-            await key_store.rotate(engine, new_key, keep_verifying_for=settings.tokens.access_token_ttl + 60)
+            await key_store.rotate(database, new_key, keep_verifying_for=settings.tokens.access_token_ttl + 60)
             return new_key.kid
 
     kid = run(rotate_key())
@@ -34,8 +34,8 @@ def list_keys(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     settings = settings_from(data_dir, config)
 
     async def fetch() -> list[key_store.KeyRow]:
-        async with initialised_store(settings) as engine:
-            return await key_store.usable_keys(engine)
+        async with initialised_store(settings) as database:
+            return await key_store.usable_keys(database)
 
     table = Table("Key ID", "Algorithm", "State")
     for row in run(fetch()):

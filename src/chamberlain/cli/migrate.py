@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chamberlain.cli.common import ConfigFile, DataDir, console, run, settings_from
-from chamberlain.store.database import create_engine
+from chamberlain.store.database import create_database
 from chamberlain.store.database import migrate as migrate_schema
 
 
@@ -12,11 +12,11 @@ def migrate(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     settings = settings_from(data_dir, config)
 
     async def apply() -> None:
-        engine = create_engine(settings.effective_database_url)
+        database = create_database(settings.effective_database_url)
         try:
-            await migrate_schema(engine)
+            await migrate_schema(database)
         finally:
-            await engine.dispose()
+            await database.dispose()
 
     run(apply())
     console.print("The store is at the newest schema.")

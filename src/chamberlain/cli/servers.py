@@ -42,8 +42,8 @@ def add(
         fail(f"invalid --scope {' '.join(scopes)!r}: scopes are printable ASCII without spaces, quotes or backslashes")
 
     async def add_server() -> None:
-        async with initialised_store(settings) as engine:
-            await ServerRepository(engine, settings.tenant).add(name, url, scopes)
+        async with initialised_store(settings) as database:
+            await ServerRepository(database, settings.tenant).add(name, url, scopes)
 
     run(add_server())
     console.print(f"Added [bold]{name}[/] at {settings.public_url}/mcp/{name}")
@@ -55,7 +55,7 @@ def list_servers(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     settings = settings_from(data_dir, config)
 
     async def fetch() -> list[tuple[str, str, str, str]]:
-        async with initialised_store(settings) as engine:
+        async with initialised_store(settings) as database:
             return [
                 (
                     server.name,
@@ -63,7 +63,7 @@ def list_servers(data_dir: DataDir = None, config: ConfigFile = None) -> None:
                     server.url or "(built-in demo)",
                     " ".join(server.scopes),
                 )
-                for server in await ServerRepository(engine, settings.tenant).list()
+                for server in await ServerRepository(database, settings.tenant).list()
             ]
 
     table = Table("Name", "Resource", "Upstream", "Scopes")
@@ -82,8 +82,8 @@ def remove(
     settings = settings_from(data_dir, config)
 
     async def remove_server() -> bool:
-        async with initialised_store(settings) as engine:
-            return await ServerRepository(engine, settings.tenant).remove(name)
+        async with initialised_store(settings) as database:
+            return await ServerRepository(database, settings.tenant).remove(name)
 
     if not run(remove_server()):
         fail(f"no server named {name!r}")

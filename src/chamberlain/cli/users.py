@@ -48,8 +48,8 @@ def add(
         fail(str(problem))
 
     async def add_user() -> None:
-        async with initialised_store(settings) as engine:
-            await UserRepository(engine, settings.tenant).add(name, password_hash, tuple(role))
+        async with initialised_store(settings) as database:
+            await UserRepository(database, settings.tenant).add(name, password_hash, tuple(role))
 
     run(add_user())
     console.print(f"Added user [bold]{name}[/] with roles {', '.join(role)}.")
@@ -61,7 +61,7 @@ def list_users(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     settings = settings_from(data_dir, config)
 
     async def fetch() -> list[tuple[str, str, str, str]]:
-        async with initialised_store(settings) as engine:
+        async with initialised_store(settings) as database:
             return [
                 (
                     user.username,
@@ -69,7 +69,7 @@ def list_users(data_dir: DataDir = None, config: ConfigFile = None) -> None:
                     "yes" if user.totp_secret else "no",
                     _state(user.disabled, user.locked_until),
                 )
-                for user in await UserRepository(engine, settings.tenant).list()
+                for user in await UserRepository(database, settings.tenant).list()
             ]
 
     table = Table("User", "Roles", "TOTP", "State")
@@ -98,8 +98,8 @@ def totp(
     seed = new_totp_seed()
 
     async def update() -> bool:
-        async with initialised_store(settings) as engine:
-            users = UserRepository(engine, settings.tenant)
+        async with initialised_store(settings) as database:
+            users = UserRepository(database, settings.tenant)
             user = await users.get_by_username(name)
             if user is None:
                 return False

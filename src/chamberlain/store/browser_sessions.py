@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chamberlain.crypto.tokens import digest, new_secret
+from chamberlain.store.database import Database
 from chamberlain.store.schema import browser_sessions
 
 
@@ -21,15 +21,15 @@ class BrowserSession:
 
 
 class BrowserSessionRepository:
-    def __init__(self, engine: AsyncEngine, tenant_id: str) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, tenant_id: str) -> None:
+        self._database = database
         self._tenant_id = tenant_id
 
     async def create(self, user_id: str, *, mfa: bool, ttl: float) -> str:
         """Returns the new session id; only its digest is stored."""
         session_id = new_secret()
         now = time.time()
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(
                 browser_sessions.insert().values(
                     id_hash=digest(session_id),
@@ -44,7 +44,7 @@ class BrowserSessionRepository:
         return session_id
 
     async def get(self, session_id: str) -> BrowserSession | None:
-        async with self._engine.connect() as connection:
+        async with self._database.connect() as connection:
             row = (
                 await connection.execute(
                     select(browser_sessions).where(
@@ -57,7 +57,7 @@ class BrowserSessionRepository:
         return BrowserSession(row.user_id, row.auth_time, bool(row.mfa), row.expires_at) if row else None
 
     async def delete(self, session_id: str) -> None:
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(
                 delete(browser_sessions).where(
                     browser_sessions.c.tenant_id == self._tenant_id,

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import RowMapping, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chamberlain.store.database import Database
 from chamberlain.store.schema import clients
 
 Registration = Literal["dynamic", "metadata_document", "static"]
@@ -26,8 +26,8 @@ class ClientRecord:
 
 
 class ClientRepository:
-    def __init__(self, engine: AsyncEngine, tenant_id: str) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, tenant_id: str) -> None:
+        self._database = database
         self._tenant_id = tenant_id
 
     async def add(
@@ -38,7 +38,7 @@ class ClientRepository:
         secret_hash: bytes | None,
     ) -> ClientRecord:
         record = ClientRecord(client_id, self._tenant_id, registration, secret_hash, client_metadata, time.time(), None)
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(
                 clients.insert().values(
                     client_id=client_id,
@@ -53,7 +53,7 @@ class ClientRepository:
 
     async def upsert_metadata_document(self, client_id: str, client_metadata: dict[str, Any]) -> None:
         """Keeps the last fetched copy of a CIMD client's document, so `clients list` can show who signed in."""
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             changed = await connection.execute(
                 update(clients)
                 .where(clients.c.tenant_id == self._tenant_id, clients.c.client_id == client_id)
@@ -72,7 +72,7 @@ class ClientRepository:
                 )
 
     async def get(self, client_id: str) -> ClientRecord | None:
-        async with self._engine.connect() as connection:
+        async with self._database.connect() as connection:
             row = (
                 (
                     await connection.execute(
@@ -85,14 +85,14 @@ class ClientRepository:
             return _client(row) if row else None
 
     async def list(self) -> list[ClientRecord]:
-        async with self._engine.connect() as connection:
+        async with self._database.connect() as connection:
             rows = await connection.execute(
                 select(clients).where(clients.c.tenant_id == self._tenant_id).order_by(clients.c.created_at)
             )
             return [_client(row) for row in rows.mappings()]
 
     async def revoke(self, client_id: str) -> bool:
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             result = await connection.execute(
                 update(clients)
                 .where(

@@ -5,18 +5,18 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chamberlain.store.database import Database
 from chamberlain.store.schema import consents
 
 
 class ConsentRepository:
-    def __init__(self, engine: AsyncEngine, tenant_id: str) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, tenant_id: str) -> None:
+        self._database = database
         self._tenant_id = tenant_id
 
     async def exists(self, *, user_id: str, client_id: str, redirect_uri: str, scope: str, resource: str) -> bool:
-        async with self._engine.connect() as connection:
+        async with self._database.connect() as connection:
             found = await connection.scalar(
                 select(consents.c.id).where(
                     consents.c.tenant_id == self._tenant_id,
@@ -34,7 +34,7 @@ class ConsentRepository:
             user_id=user_id, client_id=client_id, redirect_uri=redirect_uri, scope=scope, resource=resource
         ):
             return
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(
                 consents.insert().values(
                     tenant_id=self._tenant_id,
@@ -48,7 +48,7 @@ class ConsentRepository:
             )
 
     async def withdraw_client(self, client_id: str) -> None:
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(
                 delete(consents).where(consents.c.tenant_id == self._tenant_id, consents.c.client_id == client_id)
             )

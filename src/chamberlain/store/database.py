@@ -1,30 +1,125 @@
-"""The async engine, SQLite tuning, and schema migrations (Alembic) run in-process."""
+"""The store's connections, and schema migrations (Alembic) run in-process.
+
+Two backends behind one small interface (`Database.begin()` / `Database.connect()` yielding a `Connection`):
+- PostgreSQL through asyncpg, fully asynchronous: the multi-replica deployment.
+- SQLite, embedded and executed inline on the event loop's thread. A SQLite statement on a local WAL database
+  takes microseconds; handing each one to a worker thread (aiosqlite) costs several times that in thread hops
+  and wake-ups (measured: 2.6 ms against 0.4 ms of CPU per refresh-token rotation). Writers in this process are
+  serialised by an asyncio lock, so a transaction that awaits can never wait on SQLite's own lock held by a
+  sibling coroutine; another process (the CLI) holding the lock briefly blocks the loop for that moment.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
-from sqlalchemy.engine.url import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import CursorResult, Engine, Executable, ScalarResult, event
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine.url import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+T = TypeVar("T")
+Parameters = Mapping[str, Any] | None
 
 
-def create_engine(url: str) -> AsyncEngine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _tune_sqlite)
-        return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+class Connection(Protocol):
+    """What repositories use: SQLAlchemy's execute, scalar and scalars, awaited."""
+
+    async def execute(self, statement: Executable, parameters: Parameters = None) -> CursorResult[Any]: ...
+
+    async def scalar(self, statement: Executable, parameters: Parameters = None) -> Any: ...
+
+    async def scalars(self, statement: Executable, parameters: Parameters = None) -> ScalarResult[Any]: ...
+
+
+class Database(Protocol):
+    url: URL
+
+    def begin(self) -> contextlib.AbstractAsyncContextManager[Connection]:
+        """A transaction: committed when the block ends normally, rolled back when it raises."""
+        ...
+
+    def connect(self) -> contextlib.AbstractAsyncContextManager[Connection]:
+        """A connection for reads."""
+        ...
+
+    async def run_sync(self, work: Callable[[SyncConnection], T]) -> T:
+        """Runs `work` with a synchronous connection inside a transaction (Alembic needs one)."""
+        ...
+
+    async def dispose(self) -> None: ...
+
+
+class _PostgresDatabase:
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self._engine: AsyncEngine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+    def begin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._engine.begin()
+
+    def connect(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._engine.connect()
+
+    async def run_sync(self, work: Callable[[SyncConnection], T]) -> T:
+        async with self._engine.begin() as connection:
+            return await connection.run_sync(work)
+
+    async def dispose(self) -> None:
+        await self._engine.dispose()
+
+
+class _InlineConnection:
+    def __init__(self, connection: SyncConnection) -> None:
+        self._connection = connection
+
+    async def execute(self, statement: Executable, parameters: Parameters = None) -> CursorResult[Any]:
+        return self._connection.execute(statement, parameters)
+
+    async def scalar(self, statement: Executable, parameters: Parameters = None) -> Any:
+        return self._connection.scalar(statement, parameters)
+
+    async def scalars(self, statement: Executable, parameters: Parameters = None) -> ScalarResult[Any]:
+        return self._connection.scalars(statement, parameters)
+
+
+class _SqliteDatabase:
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        self._engine: Engine = create_sync_engine(url, connect_args={"timeout": 30})
+        event.listen(self._engine, "connect", _tune_sqlite)
+        self._write_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[Connection]:
+        async with self._write_lock:
+            with self._engine.begin() as connection:
+                yield _InlineConnection(connection)
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[Connection]:
+        with self._engine.connect() as connection:
+            yield _InlineConnection(connection)
+
+    async def run_sync(self, work: Callable[[SyncConnection], T]) -> T:
+        async with self._write_lock:
+            with self._engine.begin() as connection:
+                return work(connection)
+
+    async def dispose(self) -> None:
+        self._engine.dispose()
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -37,32 +132,39 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _alembic_config(connection: Connection) -> Config:
+def create_database(url: str) -> Database:
+    """`sqlite:///PATH` (or `sqlite+aiosqlite://`) or `postgresql://…` (or `postgresql+asyncpg://…`)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _SqliteDatabase(parsed.set(drivername="sqlite"))
+    if backend == "postgresql":
+        return _PostgresDatabase(parsed.set(drivername="postgresql+asyncpg"))
+    raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://…")
+
+
+def _alembic_config(connection: SyncConnection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
     return config
 
 
-async def migrate(engine: AsyncEngine) -> None:
+async def migrate(database: Database) -> None:
     """Bring the schema to the newest revision (idempotent)."""
-    async with engine.begin() as connection:
-        await connection.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "head"))
+    await database.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "head"))
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
+async def current_revision(database: Database) -> str | None:
     """The schema revision the database is at; None for a database Chamberlain never initialised."""
-    async with engine.connect() as connection:
-        return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+    return await database.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
 
 
-async def pending_migrations(engine: AsyncEngine) -> bool:
+async def pending_migrations(database: Database) -> bool:
     """True when the database is behind the code's newest revision (or not initialised at all)."""
 
-    def check(sync: Connection) -> bool:
+    def check(sync: SyncConnection) -> bool:
         script = ScriptDirectory.from_config(_alembic_config(sync))
-        current = MigrationContext.configure(sync).get_current_revision()
-        return current != script.get_current_head()
+        return MigrationContext.configure(sync).get_current_revision() != script.get_current_head()
 
-    async with engine.connect() as connection:
-        return await connection.run_sync(check)
+    return await database.run_sync(check)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import RowMapping, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from chamberlain.store.database import Connection, Database
 from chamberlain.store.schema import authorization_codes, grants, refresh_tokens, revocations
 
 
@@ -74,14 +74,14 @@ class Revocation:
 
 
 class GrantRepository:
-    def __init__(self, engine: AsyncEngine, tenant_id: str) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, tenant_id: str) -> None:
+        self._database = database
         self._tenant_id = tenant_id
 
     # -- authorization codes ---------------------------------------------------------------------------------------
 
     async def add_code(self, code_hash: bytes, code: AuthorizationCode) -> None:
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(
                 authorization_codes.insert().values(
                     code_hash=code_hash,
@@ -102,7 +102,7 @@ class GrantRepository:
         """
         now = time.time()
         grant_id = str(uuid.uuid4())
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             claimed = await connection.execute(
                 update(authorization_codes)
                 .where(
@@ -162,12 +162,12 @@ class GrantRepository:
             now + ttl,
             None,
         )
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(grants.insert().values(**grant.__dict__))
         return grant
 
     async def add_refresh_token(self, token_hash: bytes, grant: Grant, scope: str) -> None:
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await self._insert_refresh_token(connection, token_hash, grant, scope)
 
     async def rotate_refresh_token(
@@ -180,7 +180,7 @@ class GrantRepository:
         RFC 6749 §6: the successor keeps exactly the scope of the token it replaces.
         """
         now = time.time()
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             claimed = await connection.execute(
                 update(refresh_tokens)
                 .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.rotated_at.is_(None))
@@ -211,7 +211,7 @@ class GrantRepository:
 
     async def find_refresh_token(self, token_hash: bytes) -> tuple[Grant, bool] | None:
         """The grant behind a refresh token and whether that token is still current (not rotated away)."""
-        async with self._engine.connect() as connection:
+        async with self._database.connect() as connection:
             row = (
                 (
                     await connection.execute(
@@ -233,7 +233,7 @@ class GrantRepository:
         return _grant(row), current
 
     async def get_grant(self, grant_id: str) -> Grant | None:
-        async with self._engine.connect() as connection:
+        async with self._database.connect() as connection:
             row = (
                 (
                     await connection.execute(
@@ -246,12 +246,12 @@ class GrantRepository:
         return _grant(row) if row else None
 
     async def revoke_grant(self, grant_id: str, reason: str) -> None:
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await self._revoke_grant(connection, grant_id, reason, time.time())
 
     async def revoke_client_grants(self, client_id: str, reason: str) -> int:
         now = time.time()
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             ids = (
                 await connection.scalars(
                     select(grants.c.id).where(
@@ -274,12 +274,12 @@ class GrantRepository:
         await self._append_revocation("client", client_id, time.time() + longest_token_lifetime)
 
     async def _append_revocation(self, kind: RevocationKind, value: str, expires_at: float) -> None:
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(
                 revocations.insert().values(kind=kind, value=value, expires_at=expires_at, created_at=time.time())
             )
 
-    async def _revoke_grant(self, connection: AsyncConnection, grant_id: str | None, reason: str, now: float) -> None:
+    async def _revoke_grant(self, connection: Connection, grant_id: str | None, reason: str, now: float) -> None:
         if grant_id is None:
             return
         expires_at = await connection.scalar(
@@ -293,9 +293,7 @@ class GrantRepository:
                 revocations.insert().values(kind="grant", value=grant_id, expires_at=expires_at, created_at=now)
             )
 
-    async def _insert_refresh_token(
-        self, connection: AsyncConnection, token_hash: bytes, grant: Grant, scope: str
-    ) -> None:
+    async def _insert_refresh_token(self, connection: Connection, token_hash: bytes, grant: Grant, scope: str) -> None:
         await connection.execute(
             refresh_tokens.insert().values(
                 token_hash=token_hash,
@@ -307,9 +305,9 @@ class GrantRepository:
         )
 
 
-async def revocations_since(engine: AsyncEngine, last_id: int) -> list[Revocation]:
+async def revocations_since(database: Database, last_id: int) -> list[Revocation]:
     """The revocation feed after `last_id`, still-live entries only (all tenants: ids are globally unique)."""
-    async with engine.connect() as connection:
+    async with database.connect() as connection:
         rows = await connection.execute(
             select(revocations)
             .where(revocations.c.id > last_id, revocations.c.expires_at > time.time())
@@ -318,8 +316,8 @@ async def revocations_since(engine: AsyncEngine, last_id: int) -> list[Revocatio
         return [Revocation(row.id, row.kind, row.value, row.expires_at) for row in rows]
 
 
-async def last_revocation_id(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
+async def last_revocation_id(database: Database) -> int:
+    async with database.connect() as connection:
         value = await connection.scalar(select(revocations.c.id).order_by(revocations.c.id.desc()).limit(1))
         return int(value or 0)
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import Row, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chamberlain.crypto.signing_keys import GeneratedKey
+from chamberlain.store.database import Database
 from chamberlain.store.schema import signing_keys
 
 KeyRow = Row[tuple[object, ...]]
 
 
-async def usable_keys(engine: AsyncEngine) -> list[KeyRow]:
+async def usable_keys(database: Database) -> list[KeyRow]:
     """The active key and every retired key whose tokens may still be alive."""
-    async with engine.connect() as connection:
+    async with database.connect() as connection:
         rows = await connection.execute(
             select(signing_keys).where(
                 or_(signing_keys.c.expires_at.is_(None), signing_keys.c.expires_at > time.time())
@@ -24,10 +24,10 @@ async def usable_keys(engine: AsyncEngine) -> list[KeyRow]:
         return list(rows)
 
 
-async def rotate(engine: AsyncEngine, new_key: GeneratedKey, *, keep_verifying_for: float) -> None:
+async def rotate(database: Database, new_key: GeneratedKey, *, keep_verifying_for: float) -> None:
     """Retires the current signer and adds the new one in one transaction, so there is always exactly one."""
     now = time.time()
-    async with engine.begin() as connection:
+    async with database.begin() as connection:
         await connection.execute(
             update(signing_keys)
             .where(signing_keys.c.retired_at.is_(None))

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import RowMapping, delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chamberlain.store.database import Database
 from chamberlain.store.errors import AlreadyExists
 from chamberlain.store.schema import servers
 
@@ -25,14 +25,14 @@ class Server:
 
 
 class ServerRepository:
-    def __init__(self, engine: AsyncEngine, tenant_id: str) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, tenant_id: str) -> None:
+        self._database = database
         self._tenant_id = tenant_id
 
     async def add(self, name: str, url: str | None, scopes: tuple[str, ...]) -> Server:
         server = Server(str(uuid.uuid4()), self._tenant_id, name, url, scopes, time.time())
         try:
-            async with self._engine.begin() as connection:
+            async with self._database.begin() as connection:
                 await connection.execute(
                     servers.insert().values(
                         id=server.id,
@@ -48,14 +48,14 @@ class ServerRepository:
         return server
 
     async def list(self) -> list[Server]:
-        async with self._engine.connect() as connection:
+        async with self._database.connect() as connection:
             rows = await connection.execute(
                 select(servers).where(servers.c.tenant_id == self._tenant_id).order_by(servers.c.name)
             )
             return [_server(row) for row in rows.mappings()]
 
     async def remove(self, name: str) -> bool:
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             result = await connection.execute(
                 delete(servers).where(servers.c.tenant_id == self._tenant_id, servers.c.name == name)
             )

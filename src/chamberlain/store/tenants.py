@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chamberlain.store.database import Database
 from chamberlain.store.schema import tenants
 
 
-async def ensure_tenant(engine: AsyncEngine, tenant_id: str, name: str | None = None) -> None:
-    async with engine.begin() as connection:
+async def ensure_tenant(database: Database, tenant_id: str, name: str | None = None) -> None:
+    async with database.begin() as connection:
         found = await connection.scalar(select(tenants.c.id).where(tenants.c.id == tenant_id))
         if found is None:
             await connection.execute(

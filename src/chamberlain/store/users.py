@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, RowMapping, case, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chamberlain.store.database import Database
 from chamberlain.store.errors import AlreadyExists
 from chamberlain.store.schema import users
 
@@ -31,8 +31,8 @@ class User:
 
 
 class UserRepository:
-    def __init__(self, engine: AsyncEngine, tenant_id: str) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, tenant_id: str) -> None:
+        self._database = database
         self._tenant_id = tenant_id
 
     async def add(
@@ -45,7 +45,7 @@ class UserRepository:
     ) -> User:
         user_id = str(uuid.uuid4())
         try:
-            async with self._engine.begin() as connection:
+            async with self._database.begin() as connection:
                 await connection.execute(
                     users.insert().values(
                         id=user_id,
@@ -72,7 +72,7 @@ class UserRepository:
         return await self._one(users.c.username == username)
 
     async def list(self) -> list[User]:
-        async with self._engine.connect() as connection:
+        async with self._database.connect() as connection:
             rows = await connection.execute(
                 select(users).where(users.c.tenant_id == self._tenant_id).order_by(users.c.username)
             )
@@ -81,7 +81,7 @@ class UserRepository:
     async def record_failed_login(self, user_id: str, *, max_attempts: int, lockout_seconds: int) -> None:
         """Counts a failure atomically; the attempt that reaches the limit locks the account."""
         now = time.time()
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(
                 update(users)
                 .where(users.c.tenant_id == self._tenant_id, users.c.id == user_id)
@@ -95,7 +95,7 @@ class UserRepository:
             )
 
     async def record_successful_login(self, user_id: str) -> None:
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(
                 update(users)
                 .where(users.c.tenant_id == self._tenant_id, users.c.id == user_id)
@@ -109,13 +109,13 @@ class UserRepository:
         await self._update(user_id, totp_secret=encrypted_secret)
 
     async def _update(self, user_id: str, **values: object) -> None:
-        async with self._engine.begin() as connection:
+        async with self._database.begin() as connection:
             await connection.execute(
                 update(users).where(users.c.tenant_id == self._tenant_id, users.c.id == user_id).values(**values)
             )
 
     async def _one(self, condition: ColumnElement[bool]) -> User | None:
-        async with self._engine.connect() as connection:
+        async with self._database.connect() as connection:
             row = (
                 (await connection.execute(select(users).where(users.c.tenant_id == self._tenant_id, condition)))
                 .mappings()
