@@ -83,6 +83,7 @@ class AppState:
                 timeout=registration.fetch_timeout,
                 allow_http_loopback=registration.allow_private_networks,
             ),
+            self.revocations,
         )
         self.client_authenticator = ClientAuthenticator(
             self.client_directory,

@@ -19,7 +19,10 @@ DEMO_SERVER_NAME = "demo"
 
 
 def build_demo_server() -> MCPServer:
-    server = MCPServer(DEMO_SERVER_NAME, instructions="A demo MCP server behind Chamberlain.", version=__version__)
+    # WARNING: the SDK logs every request at INFO, which costs more CPU than answering it.
+    server = MCPServer(
+        DEMO_SERVER_NAME, instructions="A demo MCP server behind Chamberlain.", version=__version__, log_level="WARNING"
+    )
 
     @server.tool()
     def echo(text: str) -> str:

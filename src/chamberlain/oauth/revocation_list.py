@@ -25,9 +25,12 @@ class RevocationList:
         revoked = self._revoked
         return (
             ("jti", jti) in revoked
-            or ("client", client_id) in revoked
+            or self.client_revoked(client_id)
             or (grant_id is not None and ("grant", grant_id) in revoked)
         )
+
+    def client_revoked(self, client_id: str) -> bool:
+        return ("client", client_id) in self._revoked
 
     def prune(self) -> None:
         now = time.time()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import RowMapping, bindparam, select, update
 
 from chamberlain.store.database import Connection, Database
 from chamberlain.store.schema import authorization_codes, grants, refresh_tokens, revocations
@@ -71,6 +71,25 @@ class Revocation:
     kind: RevocationKind
     value: str
     expires_at: float
+
+
+# The refresh grant is the hottest write path: its statements are built once, not per request.
+_CLAIM_REFRESH_TOKEN = (
+    update(refresh_tokens)
+    .where(refresh_tokens.c.token_hash == bindparam("hash"), refresh_tokens.c.rotated_at.is_(None))
+    .values(rotated_at=bindparam("now"))
+)
+_REFRESH_TOKEN_WITH_GRANT = (
+    select(
+        refresh_tokens.c.scope.label("token_scope"),
+        refresh_tokens.c.expires_at.label("token_expires_at"),
+        refresh_tokens.c.rotated_at,
+        grants,
+    )
+    .join(grants, grants.c.id == refresh_tokens.c.grant_id)
+    .where(refresh_tokens.c.token_hash == bindparam("hash"), grants.c.tenant_id == bindparam("tenant"))
+)
+_INSERT_REFRESH_TOKEN = refresh_tokens.insert()
 
 
 class GrantRepository:
@@ -181,56 +200,32 @@ class GrantRepository:
         """
         now = time.time()
         async with self._database.begin() as connection:
-            claimed = await connection.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.rotated_at.is_(None))
-                .values(rotated_at=now)
-            )
-            row = (
-                (
-                    await connection.execute(
-                        select(refresh_tokens.c.scope, refresh_tokens.c.expires_at, grants)
-                        .join(grants, grants.c.id == refresh_tokens.c.grant_id)
-                        .where(refresh_tokens.c.token_hash == token_hash, grants.c.tenant_id == self._tenant_id)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            claimed = await connection.execute(_CLAIM_REFRESH_TOKEN, {"hash": token_hash, "now": now})
+            row = await self._refresh_token_row(connection, token_hash)
             if row is None:
                 return RefreshRotation(None, "", reused=False, expired=False)
             grant = _grant(row)
             if claimed.rowcount != 1:
                 await self._revoke_grant(connection, grant.id, "refresh_token_reuse", now)
-                return RefreshRotation(grant, row["scope"], reused=True, expired=False)
-            if row["expires_at"] <= now or grant.expires_at <= now or grant.revoked_at is not None:
-                return RefreshRotation(grant, row["scope"], reused=False, expired=True)
+                return RefreshRotation(grant, row["token_scope"], reused=True, expired=False)
+            if row["token_expires_at"] <= now or grant.expires_at <= now or grant.revoked_at is not None:
+                return RefreshRotation(grant, row["token_scope"], reused=False, expired=True)
             validate(grant)
-            await self._insert_refresh_token(connection, successor_hash, grant, row["scope"])
-            return RefreshRotation(grant, row["scope"], reused=False, expired=False)
+            await self._insert_refresh_token(connection, successor_hash, grant, row["token_scope"])
+            return RefreshRotation(grant, row["token_scope"], reused=False, expired=False)
 
     async def find_refresh_token(self, token_hash: bytes) -> tuple[Grant, bool] | None:
         """The grant behind a refresh token and whether that token is still current (not rotated away)."""
         async with self._database.connect() as connection:
-            row = (
-                (
-                    await connection.execute(
-                        select(
-                            refresh_tokens.c.rotated_at,
-                            refresh_tokens.c.expires_at.label("token_expires_at"),
-                            grants,
-                        )
-                        .join(grants, grants.c.id == refresh_tokens.c.grant_id)
-                        .where(refresh_tokens.c.token_hash == token_hash, grants.c.tenant_id == self._tenant_id)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            row = await self._refresh_token_row(connection, token_hash)
         if row is None:
             return None
         current = row["rotated_at"] is None and row["token_expires_at"] > time.time()
         return _grant(row), current
+
+    async def _refresh_token_row(self, connection: Connection, token_hash: bytes) -> RowMapping | None:
+        result = await connection.execute(_REFRESH_TOKEN_WITH_GRANT, {"hash": token_hash, "tenant": self._tenant_id})
+        return result.mappings().first()
 
     async def get_grant(self, grant_id: str) -> Grant | None:
         async with self._database.connect() as connection:
@@ -295,13 +290,14 @@ class GrantRepository:
 
     async def _insert_refresh_token(self, connection: Connection, token_hash: bytes, grant: Grant, scope: str) -> None:
         await connection.execute(
-            refresh_tokens.insert().values(
-                token_hash=token_hash,
-                grant_id=grant.id,
-                scope=scope,
-                created_at=time.time(),
-                expires_at=grant.expires_at,
-            )
+            _INSERT_REFRESH_TOKEN,
+            {
+                "token_hash": token_hash,
+                "grant_id": grant.id,
+                "scope": scope,
+                "created_at": time.time(),
+                "expires_at": grant.expires_at,
+            },
         )
 
 
