@@ -472,7 +472,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     def fmt(cells: Sequence[str]) -> str:
         return "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths))
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
         )
 
     return "\n".join([fmt(headers), line, *(fmt(row) for row in rows)])
