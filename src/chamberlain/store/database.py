@@ -63,7 +63,11 @@ class Database(Protocol):
 class _PostgresDatabase:
     def __init__(self, url: URL) -> None:
         self.url = url
-        self._engine: AsyncEngine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # No pre-ping: it is one more round trip on every checkout. A connection that died (a PostgreSQL restart)
+        # fails its request once with a server_error and SQLAlchemy then discards the pool's stale connections.
+        self._engine: AsyncEngine = create_async_engine(
+            url, pool_size=10, max_overflow=20, pool_pre_ping=False, pool_recycle=1800
+        )
 
     def begin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         return self._engine.begin()

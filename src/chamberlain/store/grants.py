@@ -78,7 +78,10 @@ _CLAIM_REFRESH_TOKEN = (
     update(refresh_tokens)
     .where(refresh_tokens.c.token_hash == bindparam("hash"), refresh_tokens.c.rotated_at.is_(None))
     .values(rotated_at=bindparam("now"))
+    # SQLite's RETURNING sees only the updated table, so the grant is read by its key afterwards.
+    .returning(refresh_tokens.c.grant_id, refresh_tokens.c.scope, refresh_tokens.c.expires_at)
 )
+_GRANT_BY_ID = select(grants).where(grants.c.id == bindparam("grant_id"), grants.c.tenant_id == bindparam("tenant"))
 _REFRESH_TOKEN_WITH_GRANT = (
     select(
         refresh_tokens.c.scope.label("token_scope"),
@@ -90,6 +93,10 @@ _REFRESH_TOKEN_WITH_GRANT = (
     .where(refresh_tokens.c.token_hash == bindparam("hash"), grants.c.tenant_id == bindparam("tenant"))
 )
 _INSERT_REFRESH_TOKEN = refresh_tokens.insert()
+
+
+class _WrongTenant(Exception):
+    pass
 
 
 class GrantRepository:
@@ -199,20 +206,31 @@ class GrantRepository:
         RFC 6749 §6: the successor keeps exactly the scope of the token it replaces.
         """
         now = time.time()
-        async with self._database.begin() as connection:
-            claimed = await connection.execute(_CLAIM_REFRESH_TOKEN, {"hash": token_hash, "now": now})
-            row = await self._refresh_token_row(connection, token_hash)
-            if row is None:
-                return RefreshRotation(None, "", reused=False, expired=False)
-            grant = _grant(row)
-            if claimed.rowcount != 1:
-                await self._revoke_grant(connection, grant.id, "refresh_token_reuse", now)
-                return RefreshRotation(grant, row["token_scope"], reused=True, expired=False)
-            if row["token_expires_at"] <= now or grant.expires_at <= now or grant.revoked_at is not None:
-                return RefreshRotation(grant, row["token_scope"], reused=False, expired=True)
-            validate(grant)
-            await self._insert_refresh_token(connection, successor_hash, grant, row["token_scope"])
-            return RefreshRotation(grant, row["token_scope"], reused=False, expired=False)
+        try:
+            async with self._database.begin() as connection:
+                # The claim returns what the happy path needs; only a failed claim takes a second look.
+                claimed = (await connection.execute(_CLAIM_REFRESH_TOKEN, {"hash": token_hash, "now": now})).first()
+                if claimed is None:
+                    known = await self._refresh_token_row(connection, token_hash)
+                    if known is None:
+                        return RefreshRotation(None, "", reused=False, expired=False)
+                    grant = _grant(known)
+                    await self._revoke_grant(connection, grant.id, "refresh_token_reuse", now)
+                    return RefreshRotation(grant, known["token_scope"], reused=True, expired=False)
+                found = await connection.execute(
+                    _GRANT_BY_ID, {"grant_id": claimed.grant_id, "tenant": self._tenant_id}
+                )
+                grant_row = found.mappings().first()
+                if grant_row is None:  # another tenant's token: as unknown as a token that never existed
+                    raise _WrongTenant
+                grant = _grant(grant_row)
+                if claimed.expires_at <= now or grant.expires_at <= now or grant.revoked_at is not None:
+                    return RefreshRotation(grant, claimed.scope, reused=False, expired=True)
+                validate(grant)
+                await self._insert_refresh_token(connection, successor_hash, grant, claimed.scope)
+                return RefreshRotation(grant, claimed.scope, reused=False, expired=False)
+        except _WrongTenant:  # rolled back: the claim on another tenant's token is undone
+            return RefreshRotation(None, "", reused=False, expired=False)
 
     async def find_refresh_token(self, token_hash: bytes) -> tuple[Grant, bool] | None:
         """The grant behind a refresh token and whether that token is still current (not rotated away)."""
