@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from tests.support.postgres import temporary_database
+
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POSTGRES_ADMIN_DATABASE = "test"
@@ -207,26 +209,13 @@ def postgres_database(url: str | None) -> Iterator[str | None]:
     if url is None or not url.startswith("postgresql"):
         yield url
         return
-    import asyncpg  # only needed for PostgreSQL runs
-
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     if not name or not name.replace("_", "").isalnum():
         raise SystemExit("the PostgreSQL database name must be letters, digits and underscores")
     admin = urlunsplit(("postgresql", parts.netloc, "/" + POSTGRES_ADMIN_DATABASE, "", ""))
-
-    async def execute(sql: str) -> None:
-        connection = await asyncpg.connect(admin)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
-    try:
+    with temporary_database(admin, name):
         yield url
-    finally:
-        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def fresh_postgres_url(host: str = "127.0.0.1:5432", user: str = "postgres") -> str:

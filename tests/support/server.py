@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from chamberlain.store.database import Database
 
 from chamberlain.app import create_app
 from chamberlain.cli.init import initialise
 from chamberlain.identity.passwords import hash_password
 from chamberlain.net.ssrf import Resolver
 from chamberlain.settings import Settings, load_settings
-from chamberlain.store.database import create_database
+from chamberlain.store.database import Database, create_database
 from chamberlain.store.users import UserRepository
+from tests.support.postgres import temporary_database
 
 POSTGRES_ADMIN_URL = os.environ.get("CHAMBERLAIN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -73,23 +73,10 @@ def postgres_reachable() -> bool:
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh database per server, dropped afterwards, so runs never see each other's rows."""
-    import asyncpg  # only needed when PostgreSQL runs
-
     name = f"chamberlain_{uuid.uuid4().hex[:12]}"
-
-    async def execute(sql: str) -> None:
-        connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
-    try:
+    with temporary_database(POSTGRES_ADMIN_URL, name):
         base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
         yield f"{base}/{name}"
-    finally:
-        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextlib.contextmanager
