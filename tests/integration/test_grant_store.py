@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from chamberlain.crypto.tokens import digest, new_secret
-from chamberlain.store.grants import Grant, GrantRepository
+from chamberlain.store.grants import AuthorizationCode, Grant, GrantRepository
 from chamberlain.store.tenants import ensure_tenant
 from tests.support.server import RunningServer, random_name
 
@@ -18,7 +20,23 @@ async def test_a_refresh_token_is_invisible_to_another_tenant(server: RunningSer
         await ensure_tenant(database, other_tenant)
         theirs = GrantRepository(database, other_tenant)
         ours = GrantRepository(database, server.settings.tenant)
-        grant = await theirs.open_grant(client_id="c", user_id="u", scope="mcp:tools", resource="r", ttl=600)
+        code = new_secret()
+        await theirs.add_code(
+            digest(code),
+            AuthorizationCode(
+                client_id="c",
+                user_id="u",
+                redirect_uri="http://127.0.0.1/cb",
+                redirect_uri_given=True,
+                scope="mcp:tools",
+                resource="r",
+                code_challenge=None,
+                auth_time=time.time(),
+                expires_at=time.time() + 60,
+            ),
+        )
+        grant = (await theirs.redeem_code(digest(code), grant_ttl=600, validate=lambda _: None)).grant
+        assert grant is not None
         token = new_secret()
         await theirs.add_refresh_token(digest(token), grant, "mcp:tools")
 

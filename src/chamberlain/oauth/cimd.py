@@ -82,15 +82,6 @@ def _client_id_url_problem(client_id: str, *, allow_http: bool) -> str | None:
     return None
 
 
-def is_client_id_url(client_id: str) -> bool:
-    """Whether `client_id` is a Client ID Metadata Document URL rather than a registered id.
-
-    CIMD draft, "Client Identifier": https scheme, a host, a path other than "/", no fragment, no
-    userinfo, no dot segments; a query and a port are allowed.
-    """
-    return _client_id_url_problem(client_id, allow_http=False) is None
-
-
 def _invalid_client(description: str) -> OAuthError:
     return OAuthError(INVALID_CLIENT, description)
 
@@ -286,10 +277,6 @@ class ClientMetadataDocumentResolver:
             task.add_done_callback(partial(self._fetch_finished, client_id))
         # shield: one caller giving up must not cancel the fetch the others are waiting on.
         return await asyncio.shield(task)
-
-    def forget(self, client_id: str) -> None:
-        """Drop a cached document, e.g. when an operator wants a client's changes picked up now."""
-        self._cache.pop(client_id, None)
 
     def _cached(self, client_id: str) -> ClientMetadata | None:
         entry = self._cache.get(client_id)

@@ -174,24 +174,6 @@ class GrantRepository:
 
     # -- grants and refresh tokens ---------------------------------------------------------------------------------
 
-    async def open_grant(self, *, client_id: str, user_id: str | None, scope: str, resource: str, ttl: float) -> Grant:
-        now = time.time()
-        grant = Grant(
-            str(uuid.uuid4()),
-            self._tenant_id,
-            client_id,
-            user_id,
-            scope,
-            resource,
-            None,
-            now,
-            now + ttl,
-            None,
-        )
-        async with self._database.begin() as connection:
-            await connection.execute(grants.insert().values(**grant.__dict__))
-        return grant
-
     async def add_refresh_token(self, token_hash: bytes, grant: Grant, scope: str) -> None:
         async with self._database.begin() as connection:
             await self._insert_refresh_token(connection, token_hash, grant, scope)
@@ -244,19 +226,6 @@ class GrantRepository:
     async def _refresh_token_row(self, connection: Connection, token_hash: bytes) -> RowMapping | None:
         result = await connection.execute(_REFRESH_TOKEN_WITH_GRANT, {"hash": token_hash, "tenant": self._tenant_id})
         return result.mappings().first()
-
-    async def get_grant(self, grant_id: str) -> Grant | None:
-        async with self._database.connect() as connection:
-            row = (
-                (
-                    await connection.execute(
-                        select(grants).where(grants.c.tenant_id == self._tenant_id, grants.c.id == grant_id)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return _grant(row) if row else None
 
     async def revoke_grant(self, grant_id: str, reason: str) -> None:
         async with self._database.begin() as connection:
@@ -328,12 +297,6 @@ async def revocations_since(database: Database, last_id: int) -> list[Revocation
             .order_by(revocations.c.id)
         )
         return [Revocation(row.id, row.kind, row.value, row.expires_at) for row in rows]
-
-
-async def last_revocation_id(database: Database) -> int:
-    async with database.connect() as connection:
-        value = await connection.scalar(select(revocations.c.id).order_by(revocations.c.id.desc()).limit(1))
-        return int(value or 0)
 
 
 def _code(row: RowMapping) -> AuthorizationCode:
