@@ -34,8 +34,11 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
+# The MCP proxy bench compares with IBM ContextForge, installed once into bench/.peers/ (needs pyenv's Python 3.12).
 bench: install
+	bench/peers/install_contextforge.sh
 	$(PY) bench/oauth_bench.py
+	$(PY) bench/mcp_proxy_bench.py
 
 clean:
 	rm -rf $(VENV) $(TS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache

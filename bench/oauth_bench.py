@@ -442,6 +442,8 @@ class _Meter:
 async def measure_breakdown(gateway: Gateway, setup: Setup, chain: RefreshChain, calls: int) -> Breakdown:
     """Runs after the gateway stopped, on its database and with its state, continuing one refresh chain."""
     from chamberlain.crypto.tokens import digest, new_secret
+    from chamberlain.demo.server import DemoHandler
+    from chamberlain.gateway.asgi_upstream import AsgiUpstream
     from chamberlain.oauth.grants import refresh_token
     from chamberlain.settings import load_settings
     from chamberlain.state import open_state
@@ -451,7 +453,7 @@ async def measure_breakdown(gateway: Gateway, setup: Setup, chain: RefreshChain,
     meter = _Meter(calls)
     token = {"current": chain.token}
     # The gateway's own state, built as `chamberlain serve` builds it (its 1 s background refresh included).
-    state = await open_state(settings)
+    state = await open_state(settings, AsgiUpstream(DemoHandler()))
     form = {"grant_type": "refresh_token", "refresh_token": "presented"}
     client = await state.client_authenticator.authenticate(form, setup.basic)
 

@@ -14,11 +14,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chamberlain.demo.server import DemoHandler
-from chamberlain.gateway.protected_resource import (
-    METADATA_PREFIX,
-    ProtectedResourceEndpoint,
-    protected_resource_metadata,
-)
+from chamberlain.gateway.asgi_upstream import AsgiUpstream
+from chamberlain.gateway.protected_resource import METADATA_PREFIX, protected_resource_metadata
+from chamberlain.gateway.proxy import McpProxy
 from chamberlain.net.ssrf import Resolver
 from chamberlain.oauth import authorize, introspection, metadata, registration, revocation, token
 from chamberlain.settings import Settings
@@ -34,7 +32,7 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
 
     @contextlib.asynccontextmanager
     async def lifespan(application: Starlette) -> AsyncIterator[None]:
-        state = await open_state(settings, resolver=resolver)
+        state = await open_state(settings, AsgiUpstream(demo), resolver=resolver)
         application.state.chamberlain = state
         try:
             async with demo.running():
@@ -56,7 +54,7 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         Route("/token", token.token, methods=["POST"]),
         Route("/revoke", revocation.revoke, methods=["POST"]),
         Route("/introspect", introspection.introspect, methods=["POST"]),
-        Route("/mcp/{server}", ProtectedResourceEndpoint(demo), methods=["GET", "POST", "DELETE"]),
+        Route("/mcp/{server}", McpProxy(), methods=["GET", "POST", "DELETE"]),
         Route("/healthz", _healthz, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -7,19 +7,29 @@ A wrong key or value is reported with its dotted name and where it came from (fi
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
+
+from chamberlain.gateway.server_config import ServerConfig
+from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
+from chamberlain.store.servers import check_server_name
 
 ENV_PREFIX = "CHAMBERLAIN_"
 CONFIG_FILE_NAME = "chamberlain.yaml"
 DEFAULT_DATA_DIR = Path(".chamberlain")
+# `value_env: VAR` in a server's credential reads the secret from the environment when the settings load, so the
+# file need not hold it; the key then stands for `value` (and `client_secret_env` for `client_secret`).
+SECRET_REFERENCES = {"value_env": "value", "client_secret_env": "client_secret"}
+
+ServerName = Annotated[str, AfterValidator(check_server_name)]
 
 
 class _Section(BaseModel):
@@ -63,6 +73,10 @@ class Settings(_Section):
     login: LoginSettings = LoginSettings()
     tokens: TokenSettings = TokenSettings()
     registration: RegistrationSettings = RegistrationSettings()
+    # Upstream MCP servers by name; a name also registered in the database is this one.
+    servers: dict[ServerName, ServerConfig] = Field(default_factory=dict)
+    # Who may reach which server and tool (policy/roles.py): the enterprise_roles document, as-is or extended.
+    roles: RolesDocument = DEFAULT_ROLES
 
     @field_validator("issuer")
     @classmethod
@@ -130,10 +144,11 @@ def load_settings(
             values[key] = value
             origins[(key,)] = _Origin("command-line option")
     values["data_dir"] = data_dir
+    _prepare_servers(values, origins, environ)
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc, origins)) from None
+        raise SettingsError(_describe(exc, values, origins)) from None
 
 
 def _default_config_file(data_dir: Path, environ: Mapping[str, str]) -> Path | None:
@@ -218,18 +233,87 @@ def _deep_merge(target: dict[str, Any], source: dict[str, Any]) -> None:
             target[key] = value
 
 
-def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], _Origin]) -> str:
+def _prepare_servers(
+    values: dict[str, Any], origins: dict[tuple[str, ...], _Origin], environ: Mapping[str, str]
+) -> None:
+    """What the file may write more conveniently than `ServerConfig` reads it: secrets named by environment
+    variable, and `command` as one shell-style string."""
+    servers = values.get("servers")
+    if not isinstance(servers, dict):
+        return
+    for name, server in servers.items():
+        if not isinstance(server, dict):
+            continue
+        path = ("servers", str(name))
+        if isinstance(server.get("command"), str):
+            try:
+                server["command"] = shlex.split(server["command"])
+            except ValueError as exc:
+                raise SettingsError(
+                    _located((*path, "command"), origins, f"cannot split the command line ({exc})")
+                ) from None
+        credential = server.get("credential")
+        if isinstance(credential, dict):
+            _read_secret_references(credential, (*path, "credential"), origins, environ)
+
+
+def _read_secret_references(
+    credential: dict[str, Any],
+    path: tuple[str, ...],
+    origins: dict[tuple[str, ...], _Origin],
+    environ: Mapping[str, str],
+) -> None:
+    for reference, key in SECRET_REFERENCES.items():
+        if reference not in credential:
+            continue
+        variable = credential.pop(reference)
+        where = (*path, reference)
+        if key in credential:
+            raise SettingsError(_located(where, origins, f"give '{key}' or '{reference}', not both"))
+        if not isinstance(variable, str) or not variable:
+            raise SettingsError(_located(where, origins, "must name an environment variable"))
+        secret = environ.get(variable)
+        if not secret:
+            raise SettingsError(_located(where, origins, f"environment variable {variable} is not set or empty"))
+        credential[key] = secret
+        if where in origins:
+            origins[(*path, key)] = origins[where]
+
+
+def _describe(exc: ValidationError, values: Mapping[str, Any], origins: Mapping[tuple[str, ...], _Origin]) -> str:
     lines = []
     for error in exc.errors():
-        path = tuple(str(part) for part in error["loc"])
-        name = ".".join(path)
-        origin = _closest_origin(path, origins)
-        where = f"{origin.where}: " if origin else ""
+        path = _written_path(error["loc"], values)
         if error["type"] == "extra_forbidden":
-            lines.append(f"{where}unknown setting '{name}'")
+            lines.append(f"{_where(path, origins)}unknown setting '{'.'.join(path)}'")
         else:
-            lines.append(f"{where}setting '{name}': {error['msg']}")
+            lines.append(_located(path, origins, error["msg"]))
     return "\n".join(lines)
+
+
+def _located(path: tuple[str, ...], origins: Mapping[tuple[str, ...], _Origin], message: str) -> str:
+    return f"{_where(path, origins)}setting '{'.'.join(path)}': {message}"
+
+
+def _where(path: tuple[str, ...], origins: Mapping[tuple[str, ...], _Origin]) -> str:
+    origin = _closest_origin(path, origins)
+    return f"{origin.where}: " if origin else ""
+
+
+def _written_path(loc: tuple[int | str, ...], values: Mapping[str, Any]) -> tuple[str, ...]:
+    """An error's location as the file spells it: without pydantic's `[key]` marker (an invalid mapping key) or
+    the tag it inserts after a discriminated union (`credential.header.value` is `credential.value`)."""
+    path: list[str] = []
+    node: Any = values
+    entered = False  # the tag comes first inside the union's value, and may equal a field name (`header`)
+    for part in loc:
+        if part == "[key]" or (entered and isinstance(node, Mapping) and node.get("type") == part):
+            entered = False
+            continue
+        node = node.get(part) if isinstance(node, Mapping) else None
+        entered = True
+        path.append(str(part))
+    return tuple(path)
 
 
 def _closest_origin(path: tuple[str, ...], origins: Mapping[tuple[str, ...], _Origin]) -> _Origin | None:

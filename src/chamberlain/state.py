@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 
 from chamberlain.crypto.master_key import MasterKey, load_master_key
 from chamberlain.crypto.signing_keys import KeyRing, load_signing_key
+from chamberlain.gateway.events import EventBus
+from chamberlain.gateway.sessions import SessionBinder
+from chamberlain.gateway.upstream import Upstream
+from chamberlain.gateway.upstream_credentials import SubjectTokenMinter, credentials_for
+from chamberlain.gateway.upstreams import UpstreamRegistry
 from chamberlain.identity.password_change import PasswordChangeTickets
 from chamberlain.net.ssrf import AddressPolicy, Resolver, SystemResolver
 from chamberlain.oauth.access_tokens import AccessTokenIssuer, AccessTokenVerifier
@@ -21,6 +26,8 @@ from chamberlain.oauth.client_auth import ClientAuthenticator
 from chamberlain.oauth.client_keys import ClientKeySets
 from chamberlain.oauth.clients import ClientDirectory
 from chamberlain.oauth.revocation_list import RevocationList
+from chamberlain.policy.decisions import Policy
+from chamberlain.policy.roles import check_servers
 from chamberlain.settings import Settings
 from chamberlain.store import keys as key_store
 from chamberlain.store.browser_sessions import BrowserSessionRepository
@@ -28,7 +35,7 @@ from chamberlain.store.clients import ClientRepository
 from chamberlain.store.consents import ConsentRepository
 from chamberlain.store.database import Database, create_database, pending_migrations
 from chamberlain.store.grants import GrantRepository, revocations_since
-from chamberlain.store.servers import Server, ServerRepository
+from chamberlain.store.servers import Server, ServerRepository, configured_servers, merge_servers
 from chamberlain.store.users import UserRepository
 from chamberlain.web.cookies import CookiePolicy
 from chamberlain.web.csrf import CsrfProtection
@@ -54,6 +61,7 @@ class AppState:
     master_key: MasterKey
     keyring: KeyRing
     resolver: Resolver
+    builtin_upstream: Upstream  # the demo server, answering in-process
     revocations: RevocationList = field(default_factory=RevocationList)
     resources: dict[str, ProtectedResource] = field(default_factory=dict)
     _refresher: asyncio.Task[None] | None = None
@@ -63,7 +71,7 @@ class AppState:
         self.issuer = settings.public_url
         self.users = UserRepository(database, tenant)
         self.clients = ClientRepository(database, tenant)
-        self.servers = ServerRepository(database, tenant)
+        self.servers = ServerRepository(database, tenant, self.master_key)
         self.grants = GrantRepository(database, tenant)
         self.consents = ConsentRepository(database, tenant)
         self.browser_sessions = BrowserSessionRepository(database, tenant)
@@ -95,6 +103,15 @@ class AppState:
         self.password_change_tickets = PasswordChangeTickets(self.master_key.derive("password-change"))
         self.token_issuer = AccessTokenIssuer(self.issuer, self.current_keys, settings.tokens.access_token_ttl)
         self.token_verifier = AccessTokenVerifier(self.issuer, self.current_keys, self.revocations)
+        self.policy = Policy(settings.roles)
+        self.events = EventBus()
+        self.session_binder = SessionBinder(self.master_key.derive("mcp-session"))
+        subject_tokens = SubjectTokenMinter(self.issuer, self.current_keys)
+        self.upstreams = UpstreamRegistry(
+            self.builtin_upstream, lambda config: credentials_for(config.credential, subject_tokens=subject_tokens)
+        )
+        self._configured_servers = configured_servers(settings)
+        self._known_servers: frozenset[str] | None = None
 
     @property
     def token_endpoint(self) -> str:
@@ -123,13 +140,24 @@ class AppState:
         rows = await key_store.usable_keys(self.database)
         if key_ring_version(rows) != self.keyring.version:
             self.keyring = key_ring_from_rows(rows, self.master_key)
-        self.resources = {
-            server.name: ProtectedResource(server, self.resource_url(server.name))
-            for server in await self.servers.list()
-        }
+        servers, overridden = merge_servers(self._configured_servers, await self.servers.list())
+        self.resources = {server.name: ProtectedResource(server, self.resource_url(server.name)) for server in servers}
+        names = frozenset(self.resources)
+        if names != self._known_servers:
+            self._known_servers = names
+            self.upstreams.keep_only(set(names))
+            self._report_server_problems(names, overridden)
+
+    def _report_server_problems(self, names: frozenset[str], overridden: list[Server]) -> None:
+        """Logged when the set of servers changes: mistakes worth fixing that must not stop the gateway."""
+        for server in overridden:
+            logger.warning("server %r is in the config file and the database: the config file's wins", server.name)
+        for problem in check_servers(self.settings.roles, names):
+            logger.warning("%s", problem)
 
     async def start(self) -> None:
         await self.refresh()
+        await self.events.start()
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def close(self) -> None:
@@ -137,6 +165,8 @@ class AppState:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        await self.upstreams.aclose()
+        await self.events.aclose()
         await self.database.dispose()
 
     async def _refresh_forever(self) -> None:
@@ -174,7 +204,7 @@ async def load_key_ring(database: Database, master_key: MasterKey) -> KeyRing:
     return key_ring_from_rows(await key_store.usable_keys(database), master_key)
 
 
-async def open_state(settings: Settings, *, resolver: Resolver | None = None) -> AppState:
+async def open_state(settings: Settings, builtin_upstream: Upstream, *, resolver: Resolver | None = None) -> AppState:
     database = create_database(settings.effective_database_url)
     try:
         if await pending_migrations(database):
@@ -186,6 +216,6 @@ async def open_state(settings: Settings, *, resolver: Resolver | None = None) ->
     except BaseException:
         await database.dispose()
         raise
-    state = AppState(settings, database, master_key, keyring, resolver or SystemResolver())
+    state = AppState(settings, database, master_key, keyring, resolver or SystemResolver(), builtin_upstream)
     await state.start()
     return state

@@ -20,6 +20,7 @@ from joserfc.jwk import ECKey, OKPKey, import_key
 
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.crypto.signing_keys import KeyRing
+from chamberlain.gateway.server_config import ServerConfig
 from chamberlain.oauth.access_tokens import TOKEN_TYPE, AccessTokenIssuer
 from chamberlain.state import load_key_ring
 from chamberlain.store.servers import ServerRepository
@@ -64,6 +65,7 @@ def claims_for(server: RunningServer, **changes: Any) -> dict[str, Any]:
         "exp": now + 300,
         "jti": uuid.uuid4().hex,
         "tenant": server.settings.tenant,
+        "roles": ["developer"],  # the default developer role reaches the demo server
     }
     claims.update(changes)
     return claims
@@ -114,7 +116,8 @@ async def test_token_for_one_resource_is_refused_at_another(
 ) -> None:
     name = random_name("other")
     async with server.engine() as engine:
-        await ServerRepository(engine, server.settings.tenant).add(name, "http://127.0.0.1:9/", ("mcp:tools",))
+        repository = ServerRepository(engine, server.settings.tenant, server.state.master_key)
+        await repository.add(name, ServerConfig(url="http://127.0.0.1:9/", scopes=("mcp:tools",)))
     # The server picks up new servers from the store on its next refresh (every second); wait for it, boundedly.
     deadline = time.monotonic() + 10
     while (await http.get(f"/.well-known/oauth-protected-resource/mcp/{name}")).status_code != 200:

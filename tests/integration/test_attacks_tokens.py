@@ -65,6 +65,14 @@ async def assert_accepted(http: httpx.AsyncClient, access_token: str) -> None:
     assert response.status_code == 200, response.text
 
 
+async def assert_verified_without_roles(http: httpx.AsyncClient, access_token: str) -> None:
+    """A client-credentials token carries no roles, so the gateway's policy refuses it (403); policy runs only after
+    the token was verified (a token that fails verification gets 401 and a challenge)."""
+    response = await call_mcp(http, access_token)
+    assert response.status_code == 403, response.text
+    assert "roles" in response.json()["error_description"]
+
+
 async def assert_refused_soon(http: httpx.AsyncClient, access_token: str) -> None:
     """A revoked access token is refused at the resource; polled within a bound, never timed."""
     deadline = time.monotonic() + REVOCATION_WAIT
@@ -336,10 +344,10 @@ async def test_client_secret_basic_with_a_wrong_secret_is_refused(
     server: RunningServer, http: httpx.AsyncClient
 ) -> None:
     client_id, secret = await confidential_client(http)
-    # Control: the right secret works, and the token reaches the MCP server.
+    # Control: the right secret works, and the token passes the MCP server's token check.
     issued = await http.post("/token", data=client_credentials_form(server), auth=(client_id, secret))
     assert issued.status_code == 200, issued.text
-    await assert_accepted(http, issued.json()["access_token"])
+    await assert_verified_without_roles(http, issued.json()["access_token"])
 
     for wrong in (secret[:-1], secret + "x", "", secret.upper()):
         response = await http.post("/token", data=client_credentials_form(server), auth=(client_id, wrong))

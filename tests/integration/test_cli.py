@@ -176,3 +176,165 @@ def test_serve_on_an_uninitialised_data_dir_says_what_to_do(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert "chamberlain init" in result.output
     assert "Traceback" not in result.output
+
+
+SERVER_SECRET = "upstream-secret-4f9c2a"
+
+
+@pytest.mark.parametrize(
+    ("credential_args", "shown"),
+    [
+        (["--header-credential", "X-Api-Key"], ["credential header:", "X-Api-Key", "credential value:"]),
+        (
+            ["--client-credentials", "https://idp.example.com/token", "--client-id", "gw", "--token-scope", "read"],
+            ["client_credentials", "https://idp.example.com/token", "credential client secret:", "read"],
+        ),
+        (
+            ["--token-exchange", "https://idp.example.com/token", "--client-id", "gw", "--audience", "files-api"],
+            ["token_exchange", "credential audience:", "files-api", "credential client secret:"],
+        ),
+    ],
+)
+@pytest.mark.parametrize("from_stdin", [True, False])
+def test_servers_add_takes_each_credential_and_show_never_prints_its_secret(
+    data_dir: Path, credential_args: list[str], shown: list[str], from_stdin: bool
+) -> None:
+    source = [] if from_stdin else ["--secret-env", "UPSTREAM_SECRET"]
+    added = invoke(
+        "servers",
+        "add",
+        "wiki",
+        "--url",
+        "https://wiki.example.com/mcp",
+        "--external",
+        *credential_args,
+        *source,
+        data_dir=data_dir,
+        stdin=f"{SERVER_SECRET}\n" if from_stdin else None,
+        env=None if from_stdin else {"UPSTREAM_SECRET": SERVER_SECRET},
+    )
+    assert added.exit_code == 0, added.output
+    shown_output = invoke("servers", "show", "wiki", data_dir=data_dir).output
+    for text in [*shown, "https://wiki.example.com/mcp", "external:"]:
+        assert text in shown_output
+    assert re.search(r"^credential (value|client secret):\s+set$", shown_output, re.MULTILINE)
+    assert SERVER_SECRET not in shown_output
+    assert SERVER_SECRET not in invoke("servers", "list", data_dir=data_dir).output
+    stored = b"".join(path.read_bytes() for path in data_dir.glob("chamberlain.db*"))  # with the WAL
+    assert b"wiki.example.com" in stored
+    assert SERVER_SECRET.encode() not in stored
+
+
+def test_servers_add_a_stdio_command_split_like_a_shell(data_dir: Path) -> None:
+    added = invoke(
+        "servers",
+        "add",
+        "files",
+        "--command",
+        "python -m files_server --root '/srv/shared files'",
+        "--env",
+        f"API_TOKEN={SERVER_SECRET}",
+        "--timeout",
+        "5",
+        "--max-message-bytes",
+        "65536",
+        "--scope",
+        "mcp:tools",
+        "--scope",
+        "mcp:resources",
+        data_dir=data_dir,
+    )
+    assert added.exit_code == 0, added.output
+    shown = invoke("servers", "show", "files", data_dir=data_dir).output
+    assert "python -m files_server --root '/srv/shared files'" in shown
+    assert re.search(r"env API_TOKEN:\s+set", shown)
+    assert re.search(r"timeout:\s+5 s", shown)
+    assert "65536" in shown
+    assert "mcp:tools mcp:resources" in shown
+    assert SERVER_SECRET not in shown
+    listed = invoke("servers", "list", data_dir=data_dir).output
+    assert re.search(r"files\s+│\s+command", listed)
+    assert re.search(r"demo\s+│\s+built-in", listed)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give exactly one of --url (streamable HTTP) and --command (stdio)"),
+        (["--url", "https://a.example.com", "--command", "x"], "give exactly one of --url"),
+        (["--command", "'unclosed"], "invalid --command: No closing quotation"),
+        (["--url", "https://a.example.com", "--env", "A=1"], "--env applies only to --command"),
+        (["--command", "x", "--env", "NO_EQUALS"], "invalid --env 'NO_EQUALS'"),
+        (["--url", "https://a.example.com", "--client-id", "c"], "--client-id applies only to --client-credentials"),
+        (["--url", "https://a.example.com", "--client-credentials", "https://t.example.com"], "needs --client-id"),
+        (
+            ["--url", "https://a.example.com", "--header-credential", "X", "--token-exchange", "https://t.example.com"],
+            "give at most one credential",
+        ),
+        (
+            [
+                "--url",
+                "https://a.example.com",
+                "--client-credentials",
+                "https://t",
+                "--client-id",
+                "c",
+                "--audience",
+                "a",
+            ],
+            "--audience applies only to --token-exchange",
+        ),
+        (["--url", "https://a.example.com", "--secret-env", "V"], "--secret-env applies only to"),
+        (
+            ["--url", "https://a.example.com", "--header-credential", "X", "--secret-env", "UNSET_VARIABLE"],
+            "UNSET_VARIABLE is not set",
+        ),
+        (["--url", "https://a.example.com", "--header-credential", "bad header"], "invalid --header-credential"),
+        (["--url", "https://a.example.com", "--timeout", "0"], "invalid --timeout"),
+        (["--url", "https://a.example.com", "--max-message-bytes", "10"], "invalid --max-message-bytes"),
+        (["--url", "https://a.example.com", "--header-credential", "X"], "no value of the X header given"),
+    ],
+)
+def test_servers_add_mistakes_are_one_line_and_a_non_zero_exit(data_dir: Path, args: list[str], message: str) -> None:
+    result = invoke("servers", "add", "wiki", *args, data_dir=data_dir, stdin="")
+    assert result.exit_code == 1
+    assert message in result.output
+    assert result.output.count("error:") == 1
+    assert "Traceback" not in result.output
+    assert "wiki" not in invoke("servers", "list", data_dir=data_dir).output
+
+
+def test_servers_from_the_configuration_file_win_and_are_changed_there(data_dir: Path) -> None:
+    (data_dir / "chamberlain.yaml").write_text(
+        "servers:\n"
+        "  demo:\n"
+        "    url: https://wiki.example.com/mcp\n"
+        "    credential:\n"
+        "      type: header\n"
+        "      value_env: WIKI_TOKEN\n"
+    )
+    missing = invoke("servers", "list", data_dir=data_dir)
+    assert missing.exit_code == 1
+    assert "chamberlain.yaml:6: setting 'servers.demo.credential.value_env'" in missing.output.replace("\n", "")
+    assert "WIKI_TOKEN is not set" in missing.output.replace("\n", "")
+
+    env = {"WIKI_TOKEN": SERVER_SECRET}
+    listed = invoke("servers", "list", data_dir=data_dir, env=env).output
+    assert "'demo' in the database is overridden by the configuration file." in listed
+    shown = invoke("servers", "show", "demo", data_dir=data_dir, env=env).output
+    assert "configuration file" in shown
+    assert "https://wiki.example.com/mcp" in shown
+    assert SERVER_SECRET not in shown
+    again = invoke("servers", "add", "demo", "--url", "https://x.example.com", data_dir=data_dir, env=env)
+    assert again.exit_code == 1
+    assert "defined in the configuration file" in again.output
+    assert invoke("servers", "remove", "demo", data_dir=data_dir, env=env).exit_code == 0  # the database's row
+    only_in_file = invoke("servers", "remove", "demo", data_dir=data_dir, env=env)
+    assert only_in_file.exit_code == 1
+    assert "remove it there" in only_in_file.output
+
+
+def test_servers_show_an_unknown_name(data_dir: Path) -> None:
+    result = invoke("servers", "show", "nobody", data_dir=data_dir)
+    assert result.exit_code == 1
+    assert "no server named 'nobody'" in result.output

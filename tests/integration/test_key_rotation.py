@@ -65,4 +65,6 @@ async def test_rotation_switches_signing_and_keeps_old_tokens_valid(server: Runn
             answer = await http.post(
                 "/mcp/demo", json=PING, headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"}
             )
-            assert answer.status_code == 200, answer.text
+            # Verified with its key (else 401); a client-credentials token has no roles, so policy says 403.
+            assert answer.status_code == 403, answer.text
+            assert "roles" in answer.json()["error_description"]

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from chamberlain.store.clients import ClientRepository
+from tests.support.gateway import gateway_with_upstreams
 from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.interop
@@ -103,3 +105,29 @@ async def test_typescript_sdk_discovers_registers_authorizes_and_calls_tools(ser
     assert registered.revoked_at is None
     assert registered.client_metadata["token_endpoint_auth_method"] == "none"
     assert registered.client_metadata["client_name"] == "Chamberlain interop (TypeScript SDK)"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with gateway_with_upstreams(tmp_path_factory.mktemp("ts-gateway")) as running:
+        yield running.server
+
+
+@pytest.mark.parametrize("server_name", ["up", "local"])
+async def test_typescript_sdk_streams_answers_and_cancels_through_the_gateway(
+    gateway: RunningServer, server_name: str
+) -> None:
+    node = node_executable()
+    resource = gateway.resource(server_name)
+    result = await asyncio.to_thread(
+        run_client, node, resource, gateway.user, gateway.user_password, "--gateway-scenario"
+    )
+    assert result["resource_metadata"]["resource"] == resource
+    assert "delete_everything" not in result["tools"]  # the developer role denies it
+    scenario = result["scenario"]
+    assert scenario["count"] == "counted to 3"
+    assert scenario["progress"] == [1, 2, 3]
+    assert scenario["ask_name"] == "hello Ada"
+    assert scenario["cancel_error"] is not None
+    assert scenario["upstream_saw_cancellation"] is True
+    assert "not permitted" in scenario["denied"]

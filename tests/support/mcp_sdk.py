@@ -128,6 +128,7 @@ async def sdk_client(
     mode: str,
     server_name: str = "demo",
     provider: OAuthClientProvider | None = None,
+    **client_options: Any,
 ) -> AsyncIterator[SdkConnection]:
     """An entered SDK `Client` for /mcp/{server_name}, authenticated by an `OAuthClientProvider`."""
     url = server.resource(server_name)
@@ -143,7 +144,7 @@ async def sdk_client(
     timeout = httpx2.Timeout(30.0)
     async with (
         httpx2.AsyncClient(auth=provider, transport=transport, timeout=timeout) as http,
-        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+        Client(streamable_http_client(url, http_client=http), mode=mode, **client_options) as client,
     ):
         yield SdkConnection(client, provider, transport)
 

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 
 from chamberlain.app import create_app
 from chamberlain.cli.init import initialise
 from chamberlain.identity.passwords import hash_password
 from chamberlain.net.ssrf import Resolver
 from chamberlain.settings import Settings, load_settings
+from chamberlain.state import AppState
 from chamberlain.store.database import Database, create_database
 from chamberlain.store.users import UserRepository
 from tests.support.postgres import temporary_database
@@ -37,6 +39,7 @@ class RunningServer:
     base_url: str
     settings: Settings
     admin_password: str
+    app: Starlette
     user: str = USER
     user_password: str = USER_PASSWORD
 
@@ -46,6 +49,12 @@ class RunningServer:
 
     def resource(self, server: str = "demo") -> str:
         return f"{self.base_url}/mcp/{server}"
+
+    @property
+    def state(self) -> AppState:
+        """The running gateway's state (it runs in this process, on another thread's event loop)."""
+        state: AppState = self.app.state.chamberlain
+        return state
 
     @contextlib.asynccontextmanager
     async def engine(self) -> AsyncIterator[Database]:
@@ -91,9 +100,10 @@ def running_server(
     overrides: dict[str, Any] = {"port": port, "database_url": database_url, **settings_values}
     settings = load_settings(data_dir=data_dir, overrides=overrides, environ={})
     admin_password = asyncio.run(_prepare(settings))
+    app = create_app(settings, resolver=resolver)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, resolver=resolver),
+            app,
             host="127.0.0.1",
             port=port,
             log_level="warning",
@@ -109,7 +119,7 @@ def running_server(
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", settings, admin_password)
+        yield RunningServer(f"http://127.0.0.1:{port}", settings, admin_password, app)
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -52,7 +52,7 @@ async def initialise(settings: Settings) -> str | None:
         users = UserRepository(database, settings.tenant)
         await users.add(BOOTSTRAP_ADMIN, hash_password(password), ("admin",), must_change_password=True)
         if settings.demo_server:
-            await ServerRepository(database, settings.tenant).add(DEMO_SERVER_NAME, None, DEMO_SCOPES)
+            await ServerRepository(database, settings.tenant, master_key).add_built_in(DEMO_SERVER_NAME, DEMO_SCOPES)
         return password
     finally:
         await database.dispose()

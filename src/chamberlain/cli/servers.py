@@ -1,49 +1,133 @@
-"""`chamberlain servers`: the MCP servers Chamberlain protects, each reachable at /mcp/{name}."""
+"""`chamberlain servers`: the upstream MCP servers Chamberlain protects, each reachable at /mcp/{name}.
+
+Secrets (a header's value, an OAuth client secret) are never taken as plain arguments, which would stay in the shell
+history and the process list: they come from an environment variable (`--secret-env`) or standard input.
+"""
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Annotated
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
+from pydantic import SecretStr, ValidationError
 from rich.table import Table
 
-from chamberlain.cli.common import ConfigFile, DataDir, console, fail, initialised_store, run, settings_from
+from chamberlain.cli.common import (
+    ConfigFile,
+    DataDir,
+    console,
+    fail,
+    initialised_store,
+    read_secret_from_stdin,
+    run,
+    settings_from,
+)
+from chamberlain.crypto.master_key import load_master_key
+from chamberlain.gateway.server_config import DEFAULT_SCOPES, ServerConfig
 from chamberlain.oauth.errors import OAuthError
 from chamberlain.oauth.scopes import parse_scope
-from chamberlain.store.servers import ServerRepository
+from chamberlain.settings import Settings
+from chamberlain.store.database import Database
+from chamberlain.store.servers import Server, ServerRepository, check_server_name, configured_servers, merge_servers
 
-app = typer.Typer(help="Manage the MCP servers (protected resources).", no_args_is_help=True)
+app = typer.Typer(help="Manage the upstream MCP servers (protected resources).", no_args_is_help=True)
 
-# The name becomes a URL path segment and part of every token's audience: keep it plain.
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+OAUTH_CREDENTIAL_OPTIONS = ("--client-credentials", "--token-exchange")
+
+
+@dataclass(frozen=True)
+class CredentialChoice:
+    """The credential the options describe, without its secret, which is read only once everything else is valid."""
+
+    option: str  # the option that chose it, for messages
+    fields: dict[str, Any]
+    secret_field: str
+    secret_label: str  # what the prompt asks for
 
 
 @app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="Name; the server is reached at /mcp/NAME.")],
-    url: Annotated[str, typer.Option("--url", help="Upstream MCP server URL (http or https).")],
+    url: Annotated[str | None, typer.Option("--url", help="Streamable HTTP server URL (http or https).")] = None,
+    command: Annotated[
+        str | None, typer.Option("--command", help='Stdio server to run, one shell-style string: "CMD ARGS".')
+    ] = None,
     scope: Annotated[list[str] | None, typer.Option("--scope", help="Scope a token needs (repeatable).")] = None,
+    external: Annotated[
+        bool, typer.Option("--external", help="The server sends data outside the company (DLP rules apply).")
+    ] = False,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="K=V in a stdio server's environment (repeatable).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for the upstream.")] = None,
+    max_message_bytes: Annotated[
+        int | None, typer.Option("--max-message-bytes", help="Largest message accepted either way.")
+    ] = None,
+    header_credential: Annotated[
+        str | None, typer.Option("--header-credential", help="Send a static secret in this header.")
+    ] = None,
+    client_credentials: Annotated[
+        str | None,
+        typer.Option("--client-credentials", metavar="TOKEN_ENDPOINT", help="Get OAuth client-credentials tokens."),
+    ] = None,
+    token_exchange: Annotated[
+        str | None,
+        typer.Option("--token-exchange", metavar="TOKEN_ENDPOINT", help="Exchange for per-user tokens (RFC 8693)."),
+    ] = None,
+    client_id: Annotated[str | None, typer.Option("--client-id", help="OAuth client id at the upstream.")] = None,
+    audience: Annotated[str | None, typer.Option("--audience", help="Token exchange audience.")] = None,
+    resource: Annotated[str | None, typer.Option("--resource", help="RFC 8707 resource to ask tokens for.")] = None,
+    token_scope: Annotated[
+        str | None, typer.Option("--token-scope", help="Scope to ask the upstream's token endpoint for.")
+    ] = None,
+    secret_env: Annotated[
+        str | None,
+        typer.Option("--secret-env", metavar="VAR", help="Read the secret from this variable (else standard input)."),
+    ] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
-    """Register an MCP server."""
+    """Register an upstream MCP server: --url for streamable HTTP, --command for stdio."""
     settings = settings_from(data_dir, config)
-    if not NAME.fullmatch(name):
-        fail(f"invalid server name {name!r}: use 1-63 of a-z, 0-9, '-' and '_', starting with a letter or digit")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        fail(f"invalid --url {url!r}: an absolute http:// or https:// URL is required")
-    scopes = tuple(scope or ["mcp:tools"])
     try:
-        parse_scope(" ".join(scopes))
-    except OAuthError:
-        fail(f"invalid --scope {' '.join(scopes)!r}: scopes are printable ASCII without spaces, quotes or backslashes")
+        check_server_name(name)
+    except ValueError as problem:
+        fail(str(problem))
+    if name in settings.servers:
+        fail(f"server {name!r} is defined in the configuration file: change it there")
+    fields: dict[str, Any] = {
+        **_transport_fields(url, command),
+        "scopes": _scopes(scope),
+        "external": external,
+        "env": _environment(env or [], stdio=command is not None),
+    }
+    if timeout is not None:
+        fields["timeout"] = timeout
+    if max_message_bytes is not None:
+        fields["max_message_bytes"] = max_message_bytes
+    credential = _credential(
+        header_credential, client_credentials, token_exchange, client_id, audience, resource, token_scope
+    )
+    if credential is None:
+        if secret_env is not None:
+            fail("--secret-env applies only to --header-credential, --client-credentials and --token-exchange")
+    else:
+        # Every other mistake is reported before anyone is asked to type a secret.
+        fields["credential"] = {**credential.fields, credential.secret_field: "pending"}
+        _server_config(fields, credential)
+        fields["credential"][credential.secret_field] = _read_secret(credential.secret_label, secret_env)
+    server_config = _server_config(fields, credential)
 
     async def add_server() -> None:
         async with initialised_store(settings) as database:
-            await ServerRepository(database, settings.tenant).add(name, url, scopes)
+            await _repository(database, settings).add(name, server_config)
 
     run(add_server())
     console.print(f"Added [bold]{name}[/] at {settings.public_url}/mcp/{name}")
@@ -51,25 +135,35 @@ def add(
 
 @app.command("list")
 def list_servers(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """List the registered MCP servers."""
+    """List the MCP servers, from the database and the configuration file."""
     settings = settings_from(data_dir, config)
-
-    async def fetch() -> list[tuple[str, str, str, str]]:
-        async with initialised_store(settings) as database:
-            return [
-                (
-                    server.name,
-                    f"{settings.public_url}/mcp/{server.name}",
-                    server.url or "(built-in demo)",
-                    " ".join(server.scopes),
-                )
-                for server in await ServerRepository(database, settings.tenant).list()
-            ]
-
-    table = Table("Name", "Resource", "Upstream", "Scopes")
-    for row in run(fetch()):
-        table.add_row(*row)
+    servers, overridden = run(_effective_servers(settings))
+    table = Table("Name", "Transport", "Upstream", "External", "Scopes", "Source")
+    for server in servers:
+        transport, upstream = _transport(server)
+        external = "yes" if server.config is not None and server.config.external else "no"
+        table.add_row(server.name, transport, upstream, external, " ".join(server.scopes), _source(server))
     console.print(table)
+    for server in overridden:
+        console.print(f"{server.name!r} in the database is overridden by the configuration file.", markup=False)
+
+
+@app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="Name of the server.")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Show one MCP server's settings (secret values are shown only as "set")."""
+    settings = settings_from(data_dir, config)
+    servers, _ = run(_effective_servers(settings))
+    server = next((server for server in servers if server.name == name), None)
+    if server is None:
+        fail(f"no server named {name!r}")
+    rows = _description(server, settings)
+    width = max(len(label) for label, _ in rows) + 2
+    for label, value in rows:
+        console.print(f"{label + ':':<{width}}{value}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("remove")
@@ -78,13 +172,195 @@ def remove(
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
-    """Remove an MCP server."""
+    """Remove an MCP server registered in the database."""
     settings = settings_from(data_dir, config)
 
     async def remove_server() -> bool:
         async with initialised_store(settings) as database:
-            return await ServerRepository(database, settings.tenant).remove(name)
+            return await _repository(database, settings).remove(name)
 
-    if not run(remove_server()):
-        fail(f"no server named {name!r}")
-    console.print(f"Removed [bold]{name}[/].")
+    removed = run(remove_server())
+    in_config = name in settings.servers
+    if not removed:
+        fail(
+            f"server {name!r} is defined in the configuration file: remove it there"
+            if in_config
+            else f"no server named {name!r}"
+        )
+    console.print(f"Removed [bold]{name}[/] from the database.")
+    if in_config:
+        console.print(f"The configuration file still defines {name!r}.", markup=False)
+
+
+def _repository(database: Database, settings: Settings) -> ServerRepository:
+    return ServerRepository(database, settings.tenant, load_master_key(settings.data_dir))
+
+
+async def _effective_servers(settings: Settings) -> tuple[list[Server], list[Server]]:
+    async with initialised_store(settings) as database:
+        stored = await _repository(database, settings).list()
+    return merge_servers(configured_servers(settings), stored)
+
+
+def _transport_fields(url: str | None, command: str | None) -> dict[str, Any]:
+    if url is not None and command is None:
+        return {"url": _http_url("--url", url)}
+    if command is None or url is not None:
+        fail("give exactly one of --url (streamable HTTP) and --command (stdio)")
+    try:
+        argv = shlex.split(command)
+    except ValueError as problem:
+        fail(f"invalid --command: {problem}")
+    if not argv:
+        fail("invalid --command: it must name a program")
+    return {"command": argv}
+
+
+def _http_url(option: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fail(f"invalid {option} {value!r}: an absolute http:// or https:// URL is required")
+    return value
+
+
+def _scopes(given: list[str] | None) -> tuple[str, ...]:
+    scopes = tuple(given or DEFAULT_SCOPES)
+    try:
+        parse_scope(" ".join(scopes))
+    except OAuthError:
+        fail(f"invalid --scope {' '.join(scopes)!r}: scopes are printable ASCII without spaces, quotes or backslashes")
+    return scopes
+
+
+def _environment(assignments: list[str], *, stdio: bool) -> dict[str, str]:
+    if assignments and not stdio:
+        fail("--env applies only to --command (stdio) servers")
+    environment: dict[str, str] = {}
+    for assignment in assignments:
+        key, equals, value = assignment.partition("=")
+        if not equals or not ENVIRONMENT_NAME.fullmatch(key):
+            fail(f"invalid --env {key!r}: write NAME=VALUE, NAME made of letters, digits and '_'")
+        if key in environment:
+            fail(f"--env {key} is given twice")
+        environment[key] = value
+    return environment
+
+
+def _credential(
+    header: str | None,
+    client_credentials: str | None,
+    token_exchange: str | None,
+    client_id: str | None,
+    audience: str | None,
+    resource: str | None,
+    token_scope: str | None,
+) -> CredentialChoice | None:
+    chosen = [
+        option
+        for option, value in (
+            ("--header-credential", header),
+            ("--client-credentials", client_credentials),
+            ("--token-exchange", token_exchange),
+        )
+        if value is not None
+    ]
+    if len(chosen) > 1:
+        fail(f"give at most one credential, not {' and '.join(chosen)}")
+    for option, value, applies in (
+        ("--client-id", client_id, OAUTH_CREDENTIAL_OPTIONS),
+        ("--resource", resource, OAUTH_CREDENTIAL_OPTIONS),
+        ("--token-scope", token_scope, OAUTH_CREDENTIAL_OPTIONS),
+        ("--audience", audience, ("--token-exchange",)),
+    ):
+        if value is not None and not set(chosen) & set(applies):
+            fail(f"{option} applies only to {' and '.join(applies)}")
+    if header is not None:
+        return CredentialChoice(
+            "--header-credential", {"type": "header", "header": header}, "value", f"value of the {header} header"
+        )
+    endpoint = client_credentials or token_exchange
+    if endpoint is None:
+        return None
+    option = chosen[0]
+    if client_id is None:
+        fail(f"{option} needs --client-id")
+    fields: dict[str, Any] = {
+        "type": "client_credentials" if client_credentials is not None else "token_exchange",
+        "token_endpoint": _http_url(option, endpoint),
+        "client_id": client_id,
+        "resource": resource,
+        "scope": token_scope,
+    }
+    if audience is not None:
+        fields["audience"] = audience
+    return CredentialChoice(option, fields, "client_secret", "client secret")
+
+
+def _read_secret(label: str, variable: str | None) -> str:
+    if variable is not None:
+        value = os.environ.get(variable)
+        if not value:
+            fail(f"--secret-env: environment variable {variable} is not set or empty")
+        return value
+    if sys.stdin.isatty():
+        value = typer.prompt(f"The {label} (not echoed)", hide_input=True)
+    else:
+        value = read_secret_from_stdin(label)
+    if not value:
+        fail(f"no {label} given on standard input")
+    return value
+
+
+def _server_config(fields: dict[str, Any], credential: CredentialChoice | None) -> ServerConfig:
+    """Whatever the model still refuses (a bound, a header name) becomes one line naming the option."""
+    try:
+        return ServerConfig.model_validate(fields)
+    except ValidationError as problem:
+        error = problem.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "server"
+        if field == "credential" and credential is not None:
+            option = credential.option
+        else:
+            option = {"scopes": "--scope", "server": "server"}.get(field, "--" + field.replace("_", "-"))
+        fail(f"invalid {option}: {error['msg']}")
+
+
+def _source(server: Server) -> str:
+    return "configuration file" if server.source == "config" else "database"
+
+
+def _transport(server: Server) -> tuple[str, str]:
+    config = server.config
+    if config is None:
+        return "built-in", "(built-in demo)"
+    if config.command is not None:
+        return "command", shlex.join(config.command)
+    return "url", str(config.url)
+
+
+def _description(server: Server, settings: Settings) -> list[tuple[str, str]]:
+    transport, upstream = _transport(server)
+    rows = [
+        ("name", server.name),
+        ("resource", f"{settings.public_url}/mcp/{server.name}"),
+        ("source", _source(server)),
+        ("transport", transport),
+        ("upstream", upstream),
+        ("scopes", " ".join(server.scopes)),
+    ]
+    config = server.config
+    if config is None:
+        return rows
+    rows += [(f"env {key}", "set") for key in sorted(config.env)]  # often an API token: never printed
+    rows += [
+        ("external", "yes" if config.external else "no"),
+        ("timeout", f"{config.timeout:g} s"),
+        ("max message bytes", str(config.max_message_bytes)),
+    ]
+    credential = config.credential
+    for field_name in type(credential).model_fields:
+        value = getattr(credential, field_name)
+        if value is not None:
+            label = "credential" if field_name == "type" else f"credential {field_name.replace('_', ' ')}"
+            rows.append((label, "set" if isinstance(value, SecretStr) else str(value)))
+    return rows

@@ -1,14 +1,13 @@
 """MCP servers as OAuth protected resources: RFC 9728 metadata, and the bearer check on /mcp/{server}.
 
-The bearer check runs on every request and never touches the database (see oauth/access_tokens.py). The request
-then goes to the server's handler; the client's token is never forwarded anywhere.
+The bearer check runs on every request and never touches the database (see oauth/access_tokens.py); the proxy
+(gateway/proxy.py) calls it first. The client's token is never forwarded anywhere.
 """
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chamberlain.oauth.access_tokens import AccessTokenClaims, InvalidAccessToken
 from chamberlain.oauth.errors import INSUFFICIENT_SCOPE, INVALID_REQUEST, INVALID_TOKEN
@@ -63,30 +62,6 @@ def challenge(
         "error_description": description or "a bearer token is required",
     }
     return JSONResponse(body, status_code=status_code, headers={"WWW-Authenticate": "Bearer " + ", ".join(params)})
-
-
-class ProtectedResourceEndpoint:
-    """ASGI endpoint for /mcp/{server}: authenticate, authorize by scope, then hand over to the server's handler."""
-
-    def __init__(self, handler: ASGIApp) -> None:
-        self._handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        app: AppState = request.app.state.chamberlain
-        resource = app.resources.get(request.path_params["server"])
-        if resource is None:
-            response: Response = JSONResponse(
-                {"error": "not_found", "error_description": "no such MCP server"}, status_code=404
-            )
-            await response(scope, receive, send)
-            return
-        outcome = authenticate(app, resource, request)
-        if isinstance(outcome, Response):
-            await outcome(scope, receive, send)
-            return
-        scope.setdefault("state", {})["principal"] = outcome
-        await self._handler(scope, receive, send)
 
 
 def authenticate(app: AppState, resource: ProtectedResource, request: Request) -> AccessTokenClaims | Response:

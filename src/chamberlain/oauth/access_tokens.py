@@ -37,6 +37,7 @@ class AccessTokenClaims:
     grant_id: str | None
     tenant: str
     auth_time: int | None
+    roles: tuple[str, ...]  # the user's roles when the grant was made: what the gateway's policy decides on
     raw: dict[str, Any]
 
 
@@ -71,6 +72,7 @@ class AccessTokenIssuer:
         tenant: str,
         grant_id: str | None,
         auth_time: float | None,
+        roles: tuple[str, ...] = (),
     ) -> IssuedAccessToken:
         now = int(time.time())
         # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat and jti are required; scope per §2.2.3.
@@ -89,6 +91,9 @@ class AccessTokenIssuer:
             raw["grant_id"] = grant_id
         if auth_time is not None:
             raw["auth_time"] = int(auth_time)
+        if roles:
+            # RFC 9068 §2.2.3.1 / RFC 7643 §4.1.2: "roles" is the registered claim for a subject's roles.
+            raw["roles"] = list(roles)
         token = self._keys().sign(raw, typ=TOKEN_TYPE)
         return IssuedAccessToken(token, self._ttl, _claims(raw))
 
@@ -183,6 +188,9 @@ def _claims(raw: dict[str, Any]) -> AccessTokenClaims:
     if not all(isinstance(value, int) and not isinstance(value, bool) for value in (expires_at, issued_at)):
         raise TypeError("numeric dates expected")
     grant_id = raw.get("grant_id")
+    roles = raw.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise TypeError("roles must be a list of strings")
     return AccessTokenClaims(
         subject=raw["sub"],
         client_id=raw["client_id"],
@@ -194,5 +202,6 @@ def _claims(raw: dict[str, Any]) -> AccessTokenClaims:
         grant_id=grant_id if isinstance(grant_id, str) else None,
         tenant=raw.get("tenant", ""),
         auth_time=auth_time if isinstance(auth_time, int) else None,
+        roles=tuple(roles),
         raw=raw,
     )

@@ -15,7 +15,7 @@ from typing import Literal
 from sqlalchemy import RowMapping, bindparam, select, update
 
 from chamberlain.store.database import Connection, Database
-from chamberlain.store.schema import authorization_codes, grants, refresh_tokens, revocations
+from chamberlain.store.schema import authorization_codes, grants, refresh_tokens, revocations, users
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Grant:
     created_at: float
     expires_at: float
     revoked_at: float | None
+    roles: tuple[str, ...] = ()  # the user's roles when the grant was made; a role change revokes the grant
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ _REFRESH_TOKEN_WITH_GRANT = (
     .where(refresh_tokens.c.token_hash == bindparam("hash"), grants.c.tenant_id == bindparam("tenant"))
 )
 _INSERT_REFRESH_TOKEN = refresh_tokens.insert()
+_USER_ROLES = select(users.c.roles).where(users.c.id == bindparam("user_id"), users.c.tenant_id == bindparam("tenant"))
 
 
 class _WrongTenant(Exception):
@@ -157,6 +159,7 @@ class GrantRepository:
                 await self._revoke_grant(connection, row["grant_id"], "code_replay", now)
                 return CodeRedemption(code, None, replayed=True)
             validate(code)
+            roles = await connection.execute(_USER_ROLES, {"user_id": code.user_id, "tenant": self._tenant_id})
             grant = Grant(
                 grant_id,
                 self._tenant_id,
@@ -168,6 +171,7 @@ class GrantRepository:
                 now,
                 now + grant_ttl,
                 None,
+                tuple(roles.scalar_one_or_none() or ()),
             )
             await connection.execute(grants.insert().values(**grant.__dict__))
             return CodeRedemption(code, grant, replayed=False)
@@ -325,4 +329,5 @@ def _grant(row: RowMapping) -> Grant:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        roles=tuple(row["roles"] or ()),
     )

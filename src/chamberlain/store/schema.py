@@ -1,7 +1,8 @@
 """The relational schema. Every row that belongs to a tenant carries `tenant_id`; repositories always filter on it.
 
 Secrets never sit here in clear: passwords are argon2id hashes, client secrets, codes, refresh tokens and session ids
-are SHA-256 digests of 256-bit random values, and signing keys are AES-GCM encrypted under the master key.
+are SHA-256 digests of 256-bit random values, and signing keys, TOTP seeds and upstream servers' credentials are
+AES-GCM encrypted under the master key.
 """
 
 from __future__ import annotations
@@ -77,8 +78,12 @@ servers = Table(
     Column("id", String(36), primary_key=True),
     Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
     Column("name", String(64), nullable=False),
-    Column("url", String(2000), nullable=True),
+    Column("url", String(2000), nullable=True),  # the upstream URL, for readers of the first schema
     Column("scopes", JSON, nullable=False),
+    # A ServerConfig without secret values; NULL for the built-in demo server.
+    Column("config", JSON(none_as_null=True), nullable=True),
+    # The secret values as JSON, AES-GCM encrypted under the master key with "server:" + id as associated data.
+    Column("secrets", LargeBinary, nullable=True),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("tenant_id", "name"),
 )
@@ -125,6 +130,8 @@ grants = Table(
     Column("expires_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
     Column("revoked_reason", String(64), nullable=True),
+    # The user's roles when the grant was made; NULL for client credentials and grants made before revision 0002.
+    Column("roles", JSON(none_as_null=True), nullable=True),
     Index("ix_grants_client", "tenant_id", "client_id"),
 )
 

@@ -1,5 +1,7 @@
 // Drives Chamberlain with the official MCP TypeScript SDK, headless:
-//   node client.mjs <mcp-server-url> <username> <password>
+//   node client.mjs <mcp-server-url> <username> <password> [--gateway-scenario]
+// With --gateway-scenario (the server is the test upstream behind the gateway) it also streams progress, answers
+// an elicitation, cancels a call and tries a tool its role denies, and reports what it saw.
 // The SDK's StreamableHTTPClientTransport discovers the authorization server (RFC 9728, RFC 8414), registers a public
 // client (RFC 7591), and starts an authorization code + PKCE flow. redirectToAuthorization() plays the person's
 // browser on the real login and consent forms, stops at the redirect to our (never contacted) loopback redirect URI,
@@ -10,10 +12,12 @@ import { randomBytes } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const REQUEST_TIMEOUT_MS = 20_000;
 
-const [serverUrl, username, password] = process.argv.slice(2);
+const [serverUrl, username, password, scenarioFlag] = process.argv.slice(2);
+const gatewayScenario = scenarioFlag === '--gateway-scenario';
 if (!serverUrl || !username || !password) {
     console.error('usage: node client.mjs <mcp-server-url> <username> <password>');
     process.exit(2);
@@ -205,7 +209,8 @@ class HeadlessProvider {
 // ---------------------------------------------------------------------------------------------------------------
 
 async function connect(provider) {
-    const client = new Client({ name: 'chamberlain-interop', version: '1.0.0' });
+    const client = new Client({ name: 'chamberlain-interop', version: '1.0.0' }, { capabilities: { elicitation: {} } });
+    client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name: 'Ada' } }));
     const transport = new StreamableHTTPClientTransport(new URL(serverUrl), { authProvider: provider });
     await client.connect(transport);
     return { client, transport };
@@ -253,8 +258,49 @@ async function main() {
         tools: tools.tools.map(tool => tool.name),
         add: sum
     };
+    if (gatewayScenario) output.scenario = await throughTheGateway(client);
     await client.close();
     process.stdout.write(`${JSON.stringify(output)}\n`);
+}
+
+const textOf = result => result.content.filter(item => item.type === 'text').map(item => item.text).join('');
+
+async function throughTheGateway(client) {
+    const progress = [];
+    const counted = await client.callTool({ name: 'count', arguments: { n: 3, delay: 0.05 } }, undefined, {
+        onprogress: update => progress.push(update.progress),
+        timeout: REQUEST_TIMEOUT_MS
+    });
+    const asked = await client.callTool({ name: 'ask_name', arguments: {} });
+    const cancelledBefore = Number(textOf(await client.callTool({ name: 'cancelled', arguments: {} })));
+    const abort = new AbortController();
+    setTimeout(() => abort.abort('the user gave up'), 500);
+    let cancelError = null;
+    try {
+        await client.callTool({ name: 'sleep', arguments: { seconds: 30 } }, undefined, { signal: abort.signal });
+    } catch (error) {
+        cancelError = String(error?.message ?? error);
+    }
+    // The SDK sent notifications/cancelled; wait until the upstream says its sleep was cancelled.
+    let cancelledAfter = cancelledBefore;
+    for (let attempt = 0; attempt < 100 && cancelledAfter === cancelledBefore; attempt++) {
+        await new Promise(resolve => setTimeout(resolve, 50));
+        cancelledAfter = Number(textOf(await client.callTool({ name: 'cancelled', arguments: {} })));
+    }
+    let denied = null;
+    try {
+        await client.callTool({ name: 'delete_everything', arguments: {} });
+    } catch (error) {
+        denied = String(error?.message ?? error);
+    }
+    return {
+        count: textOf(counted),
+        progress,
+        ask_name: textOf(asked),
+        cancel_error: cancelError,
+        upstream_saw_cancellation: cancelledAfter > cancelledBefore,
+        denied
+    };
 }
 
 main().catch(error => {

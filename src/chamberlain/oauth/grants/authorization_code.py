@@ -48,6 +48,7 @@ async def exchange(app: AppState, client: Client, form: dict[str, str]) -> Token
         tenant=grant.tenant_id,
         grant_id=grant.id,
         auth_time=grant.auth_time,
+        roles=grant.roles,
     )
     refresh = None
     if "refresh_token" in client.metadata.grant_types:

@@ -53,5 +53,6 @@ async def exchange(app: AppState, client: Client, form: dict[str, str]) -> Token
         tenant=grant.tenant_id,
         grant_id=grant.id,
         auth_time=grant.auth_time,
+        roles=grant.roles,
     )
     return TokenResponse(access_token, successor)

@@ -1,0 +1,420 @@
+"""/mcp/{server}: the policy-enforcing reverse proxy in front of upstream MCP servers.
+
+Order of checks, each stopping the request with its protocol's error:
+  Origin (403) -> bearer token (401 / 403 insufficient_scope) -> message size (413) -> JSON-RPC shape (400) ->
+  2026-07-28 header/body agreement (400, -32020) -> the caller's roles reach this server (403) ->
+  tool / prompt / resource policy (JSON-RPC error, nothing sent upstream) -> session binding (404) -> upstream.
+List results come back filtered to what the caller may use. The client's token is never sent upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+
+from chamberlain.gateway import jsonrpc
+from chamberlain.gateway.events import Decision, GatewayEvent
+from chamberlain.gateway.jsonrpc import ClientMessage, InvalidMessage, RequestId
+from chamberlain.gateway.listing import LIST_METHODS, NamePolicy, filter_list_response
+from chamberlain.gateway.protected_resource import authenticate
+from chamberlain.gateway.request_metadata import mismatch, requires_metadata
+from chamberlain.gateway.sse import event_data, message_event
+from chamberlain.gateway.upstream import Headers, UpstreamError, UpstreamRequest, UpstreamResponse
+from chamberlain.oauth.access_tokens import AccessTokenClaims
+from chamberlain.state import AppState, ProtectedResource
+
+logger = logging.getLogger(__name__)
+
+# Client headers that belong to the MCP transport and go upstream; everything else (Authorization, Cookie, Host,
+# Origin, forwarding headers) stays at the gateway.
+_FORWARDED = frozenset(
+    {b"content-type", b"accept", b"mcp-protocol-version", b"mcp-method", b"mcp-name", b"last-event-id"}
+)
+_PARAM_HEADER_PREFIX = b"mcp-param-"
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_BATCH_REVISIONS = (None, "2025-03-26")  # JSON-RPC batches were removed in 2025-06-18
+_LISTEN_METHOD = "subscriptions/listen"  # 2026-07-28: its answer is a long-lived notification stream
+
+
+class McpProxy:
+    """The ASGI endpoint for /mcp/{server} (POST, GET and DELETE)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app: AppState = scope["app"].state.chamberlain
+        name: str = scope["path_params"]["server"]
+        resource = app.resources.get(name)
+        if resource is None:
+            await _send_json(send, 404, {"error": "not_found", "error_description": "no such MCP server"})
+            return
+        outcome = authenticate(app, resource, Request(scope, receive))
+        if not isinstance(outcome, AccessTokenClaims):
+            await outcome(scope, receive, send)
+            return
+        exchange = _Exchange(app, resource, outcome, scope, receive, send)
+        if scope["method"] == "POST":
+            await exchange.post()
+        else:
+            await exchange.relay_without_body()
+
+
+class _Exchange:
+    """One client HTTP request on its way through the proxy."""
+
+    def __init__(
+        self,
+        app: AppState,
+        resource: ProtectedResource,
+        principal: AccessTokenClaims,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        self.app = app
+        self.server = resource.server
+        self.principal = principal
+        self.receive = receive
+        self.send = send
+        self.headers: dict[bytes, bytes] = {}
+        forwarded: Headers = []
+        for key, value in scope["headers"]:
+            key = key.lower()
+            self.headers[key] = value
+            if key in _FORWARDED or key.startswith(_PARAM_HEADER_PREFIX):
+                forwarded.append((key, value))
+        self.forwarded = forwarded
+        self.http_method: str = scope["method"]
+        self.label: str | None = self.http_method  # what events name: the JSON-RPC method once it is known
+        self.cancel_on_disconnect = False  # set for 2026-07-28 requests
+        self.watching = False  # a task is watching for the client's disconnect
+        self.max_bytes = resource.server.config.max_message_bytes if resource.server.config else 4 * 1024 * 1024
+
+    # -- POST: one JSON-RPC message (or a batch in 2025-03-26) --------------------------------------------------
+
+    async def post(self) -> None:
+        body = await self._read_body()
+        if body is None:
+            await self._refuse(413, None, jsonrpc.INVALID_REQUEST, "the message exceeds the size limit")
+            return
+        try:
+            messages, batch = jsonrpc.parse_client_body(body)
+        except InvalidMessage as invalid:
+            await self._refuse(400, None, invalid.code, invalid.message)
+            return
+        self.label = messages[0].method
+        version = self._header("mcp-protocol-version")
+        if batch and version not in _BATCH_REVISIONS:
+            await self._refuse(400, None, jsonrpc.INVALID_REQUEST, f"protocol revision {version} has no batches")
+            return
+        if requires_metadata(version):
+            assert version is not None
+            self.cancel_on_disconnect = True
+            for message in messages:
+                problem = mismatch(message, version, self._header("mcp-method"), self._header("mcp-name"))
+                if problem is not None:
+                    await self._refuse(400, message.id, jsonrpc.HEADER_MISMATCH, "header mismatch: " + problem)
+                    return
+        access = self.app.policy.access(self.principal.roles, self.server.name)
+        if access is None:
+            self._emit("denied", messages[0].method, None, "the caller's roles do not include this server")
+            await _send_json(
+                self.send,
+                403,
+                {"error": "forbidden", "error_description": "your roles do not include this MCP server"},
+            )
+            return
+        try:
+            refusals = self._refusals(messages, access)
+        except InvalidMessage as invalid:
+            await self._refuse(400, messages[0].id, invalid.code, invalid.message)
+            return
+        if refusals:
+            await self._answer_refusals(messages, refusals, batch)
+            return
+        listed = {message.id: message.method for message in messages if message.method in LIST_METHODS}
+        pending = [message.id for message in messages if message.kind == "request" and message.id is not None]
+        request = UpstreamRequest("POST", self.forwarded, body, self.principal)
+        request.long_lived = not batch and messages[0].method == _LISTEN_METHOD
+        await self._relay(request, access, listed, pending)
+
+    def _refusals(self, messages: list[ClientMessage], access: NamePolicy) -> dict[RequestId, str]:
+        """Request ids refused by policy, with the refusal's message; emits one event per request."""
+        refusals: dict[RequestId, str] = {}
+        for message in messages:
+            if message.kind != "request":
+                continue
+            target = jsonrpc.target_name(message)
+            name = target[1] if target else None
+            if target is not None and not access.permits(*target):
+                singular = target[0][:-1]
+                assert message.id is not None
+                refusals[message.id] = f"{singular} '{name}' is not permitted for your roles"
+                self._emit("denied", message.method, name, f"{singular} not permitted by policy")
+            else:
+                self._emit("allowed", message.method, name, None)
+        return refusals
+
+    async def _answer_refusals(
+        self, messages: list[ClientMessage], refusals: dict[RequestId, str], batch: bool
+    ) -> None:
+        # A batch is all or nothing: nothing of it goes upstream when any part is refused.
+        answers = [
+            jsonrpc.error_response(
+                message.id,
+                jsonrpc.NOT_PERMITTED,
+                refusals.get(message.id, "not sent: another request in the batch was refused"),  # type: ignore[arg-type]
+            )
+            for message in messages
+            if message.kind == "request"
+        ]
+        await _send_json(self.send, 200, answers if batch else answers[0])
+
+    # -- GET (legacy standalone stream) and DELETE (legacy session end) -----------------------------------------
+
+    async def relay_without_body(self) -> None:
+        access = self.app.policy.access(self.principal.roles, self.server.name)
+        method = self.http_method
+        if access is None:
+            self._emit("denied", method, None, "the caller's roles do not include this server")
+            await _send_json(
+                self.send, 403, {"error": "forbidden", "error_description": "your roles do not include this MCP server"}
+            )
+            return
+        self._emit("allowed", method, None, None)
+        request = UpstreamRequest(method, self.forwarded, b"", self.principal, long_lived=method == "GET")
+        await self._relay(request, access, {}, [])
+
+    # -- the upstream round trip --------------------------------------------------------------------------------
+
+    async def _relay(
+        self,
+        request: UpstreamRequest,
+        access: NamePolicy,
+        listed: dict[RequestId | None, str],
+        pending: list[RequestId],
+    ) -> None:
+        presented = self._header("mcp-session-id")
+        if presented is not None:
+            request.session_id = self.app.session_binder.unbind(presented, self.server.name, self.principal)
+            if request.session_id is None:
+                # Sessions are not authentication: an id issued to someone else is as unknown as a made-up one.
+                self._emit("denied", request.method, None, "session id not issued to this caller")
+                await self._refuse(404, pending[0] if pending else None, jsonrpc.SESSION_NOT_FOUND, "session not found")
+                return
+        if self.cancel_on_disconnect:
+            # 2026-07-28: the client closing its connection is the cancellation of its request, whether the
+            # upstream is still thinking or already streaming; the upstream's connection is closed in turn.
+            await self._until_client_gone(self._round_trip(request, access, listed, pending))
+        else:
+            await self._round_trip(request, access, listed, pending)
+
+    async def _round_trip(
+        self,
+        request: UpstreamRequest,
+        access: NamePolicy,
+        listed: dict[RequestId | None, str],
+        pending: list[RequestId],
+    ) -> None:
+        upstream = self.app.upstreams.upstream(self.server)
+        try:
+            response = await upstream.send(request)
+        except UpstreamError as failure:
+            await self._upstream_failed(failure, pending, started=False)
+            return
+        try:
+            headers = self._response_headers(response)
+            if response.events is None:
+                await self._relay_body(response, headers, access, listed, pending)
+            elif self.watching:
+                await self._relay_events(response, headers, access, listed, pending)
+            else:
+                # Earlier revisions: a disconnect is not a cancellation, but nobody is left to relay the stream to.
+                await self._until_client_gone(self._relay_events(response, headers, access, listed, pending))
+        finally:
+            with contextlib.suppress(Exception):
+                await response.aclose()
+
+    async def _until_client_gone(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs `work` until it ends or the client disconnects, whichever comes first (then `work` is cancelled)."""
+        self.watching = True
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.ensure_future(self._client_gone())
+        try:
+            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+        finally:
+            for pending_task in (task, watcher):
+                pending_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending_task
+
+    def _response_headers(self, response: UpstreamResponse) -> Headers:
+        headers: Headers = []
+        for key, value in response.headers:
+            if key == b"mcp-session-id":
+                value = self.app.session_binder.bind(value.decode("latin-1"), self.server.name, self.principal).encode()
+            headers.append((key, value))
+        return headers
+
+    async def _relay_body(
+        self,
+        response: UpstreamResponse,
+        headers: Headers,
+        access: NamePolicy,
+        listed: dict[RequestId | None, str],
+        pending: list[RequestId],
+    ) -> None:
+        body = response.body
+        if response.status >= 500:
+            await self._upstream_failed(UpstreamError("protocol", f"HTTP {response.status} from upstream"), pending)
+            return
+        if body:
+            try:
+                document = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                if response.status < 400:
+                    await self._upstream_failed(UpstreamError("protocol", "the upstream's answer is not JSON"), pending)
+                    return
+                # Keep the status (a 404 tells a legacy client to start a new session), not the upstream's page.
+                problem = f"the upstream answered HTTP {response.status}"
+                await self._refuse(response.status, pending[0] if pending else None, jsonrpc.UPSTREAM_FAILED, problem)
+                return
+            if listed and _filter(document, access, listed):
+                body = jsonrpc.encode(document)
+        await self.send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def _relay_events(
+        self,
+        response: UpstreamResponse,
+        headers: Headers,
+        access: NamePolicy,
+        listed: dict[RequestId | None, str],
+        pending: list[RequestId],
+    ) -> None:
+        assert response.events is not None
+        unanswered = set(pending)
+        names = {key for key, _ in headers}
+        start_headers = headers + [header for header in _SSE if header[0] not in names]
+        await self.send({"type": "http.response.start", "status": response.status, "headers": start_headers})
+        try:
+            await self._relay_stream(response.events, access, listed, unanswered)
+        except UpstreamError as failure:
+            await self._upstream_failed(failure, sorted(unanswered, key=str), started=True)
+        else:
+            if unanswered:
+                broke_off = UpstreamError("protocol", "the upstream ended the stream before answering")
+                await self._upstream_failed(broke_off, sorted(unanswered, key=str), started=True)
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _relay_stream(
+        self,
+        events: AsyncIterator[bytes],
+        access: NamePolicy,
+        listed: dict[RequestId | None, str],
+        unanswered: set[RequestId],
+    ) -> None:
+        async for event in events:
+            data = event_data(event)
+            if data is not None:
+                try:
+                    document = json.loads(data)
+                except (ValueError, UnicodeDecodeError):
+                    raise UpstreamError("protocol", "the upstream sent an event that is not JSON") from None
+                if isinstance(document, dict) and "method" not in document:
+                    unanswered.discard(document.get("id"))
+                if listed and _filter(document, access, listed):
+                    event = message_event(jsonrpc.encode(document))
+            await self.send({"type": "http.response.body", "body": event, "more_body": True})
+
+    async def _client_gone(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
+    async def _upstream_failed(
+        self, failure: UpstreamError, pending: list[RequestId], *, started: bool = False
+    ) -> None:
+        self._emit("upstream_error", self.label, None, failure.reason)
+        logger.info("upstream %s failed (%s): %s", self.server.name, failure.kind, failure.reason)
+        if started:
+            for request_id in pending:
+                error = jsonrpc.error_response(request_id, jsonrpc.UPSTREAM_FAILED, failure.reason)
+                await self.send(
+                    {"type": "http.response.body", "body": message_event(jsonrpc.encode(error)), "more_body": True}
+                )
+            return
+        if pending:
+            # The client's request reached us: answer it with a JSON-RPC error it can show, not a transport failure.
+            errors = [
+                jsonrpc.error_response(request_id, jsonrpc.UPSTREAM_FAILED, failure.reason) for request_id in pending
+            ]
+            await _send_json(self.send, 200, errors[0] if len(errors) == 1 else errors)
+            return
+        await _send_json(self.send, 502, jsonrpc.error_response(None, jsonrpc.UPSTREAM_FAILED, failure.reason))
+
+    # -- small pieces ---------------------------------------------------------------------------------------------
+
+    async def _read_body(self) -> bytes | None:
+        """The request body, or None when it is larger than the server's message limit (read no further)."""
+        declared = self.headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message: Message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _header(self, name: str) -> str | None:
+        value = self.headers.get(name.encode())
+        return value.decode("latin-1") if value is not None else None
+
+    async def _refuse(self, status: int, request_id: RequestId | None, code: int, message: str) -> None:
+        await _send_json(self.send, status, jsonrpc.error_response(request_id, code, message))
+
+    def _emit(self, decision: Decision, method: str | None, target: str | None, reason: str | None) -> None:
+        principal = self.principal
+        self.app.events.emit(
+            GatewayEvent(
+                decision,
+                self.server.name,
+                method,
+                target,
+                principal.tenant,
+                principal.subject,
+                principal.client_id,
+                reason,
+            )
+        )
+
+
+def _filter(document: Any, access: NamePolicy, listed: dict[RequestId | None, str]) -> bool:
+    """Filters list responses in a response object or a batch of them; True when anything changed."""
+    changed = False
+    for response in document if isinstance(document, list) else [document]:
+        if isinstance(response, dict) and "method" not in response:
+            method = listed.get(response.get("id"))
+            if method is not None:
+                changed = filter_list_response(response, method, access) or changed
+    return changed
+
+
+async def _send_json(send: Send, status: int, document: object) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _JSON})
+    await send({"type": "http.response.body", "body": jsonrpc.encode(document)})

@@ -1,0 +1,324 @@
+"""The MCP gateway end to end: real upstream processes (official SDK), the real gateway, plain HTTP clients.
+
+Every request carries a token got through the real sign-in and consent; the upstream's own view (the
+Authorization header it received) is checked through its `whoami` tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from chamberlain.gateway.events import GatewayEvent
+from chamberlain.gateway.jsonrpc import HEADER_MISMATCH, NOT_PERMITTED, SESSION_NOT_FOUND, UPSTREAM_FAILED
+from tests.support.browser import Browser
+from tests.support.gateway import ADMIN, GUEST, PASSWORDS, UPSTREAM_SECRET, Gateway, gateway_with_upstreams
+from tests.support.oauth import Pkce, authorization_url, exchange_code, redirect_params, register
+from tests.support.server import RunningServer
+
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with gateway_with_upstreams(tmp_path_factory.mktemp("gateway")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def gateway(stack: Gateway) -> RunningServer:
+    return stack.server
+
+
+@pytest.fixture
+async def client(gateway: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as http:
+        yield http
+
+
+_tokens: dict[tuple[str, str], str] = {}
+
+
+async def token(gateway: RunningServer, http: httpx.AsyncClient, server_name: str, user: str = "alice") -> str:
+    """An access token for `user` and /mcp/{server_name}, through registration, sign-in, consent and the code grant."""
+    key = (user, server_name)
+    if key not in _tokens:
+        password = PASSWORDS.get(user, gateway.user_password)
+        client_id = (await register(http))["client_id"]
+        pkce = Pkce.new()
+        async with Browser(gateway.base_url) as browser:
+            redirect = await browser.authorize(
+                authorization_url(client_id, gateway.resource(server_name), pkce), username=user, password=password
+            )
+        response = await exchange_code(http, client_id, redirect_params(redirect)["code"], pkce.verifier)
+        assert response.status_code == 200, response.text
+        _tokens[key] = response.json()["access_token"]
+    return _tokens[key]
+
+
+async def rpc(
+    http: httpx.AsyncClient,
+    bearer: str,
+    server_name: str,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": params or {}}
+    return await http.post(
+        f"/mcp/{server_name}",
+        json=body,
+        headers={**MCP_HEADERS, "Authorization": f"Bearer {bearer}", **(headers or {})},
+    )
+
+
+def messages(response: httpx.Response) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of a response, whether it came as JSON or as an SSE stream."""
+    if response.headers["content-type"].startswith("text/event-stream"):
+        return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+    document = response.json()
+    return document if isinstance(document, list) else [document]
+
+
+def final(response: httpx.Response) -> dict[str, Any]:
+    return [message for message in messages(response) if "method" not in message][-1]
+
+
+def tool_names(response: httpx.Response) -> set[str]:
+    return {tool["name"] for tool in final(response)["result"]["tools"]}
+
+
+@contextlib.contextmanager
+def recorded_events(gateway: RunningServer) -> Iterator[list[GatewayEvent]]:
+    seen: list[GatewayEvent] = []
+    unsubscribe = gateway.state.events.subscribe(seen.append)
+    try:
+        yield seen
+    finally:
+        unsubscribe()
+
+
+# -- reaching the upstream -------------------------------------------------------------------------------------
+
+
+async def test_tools_list_and_call_reach_the_http_upstream(gateway: RunningServer, client: httpx.AsyncClient) -> None:
+    bearer = await token(gateway, client, "plain")
+    listed = await rpc(client, bearer, "plain", "tools/list")
+    assert listed.status_code == 200
+    assert {"echo", "add", "whoami"} <= tool_names(listed)
+    called = await rpc(client, bearer, "plain", "tools/call", {"name": "add", "arguments": {"a": 2, "b": 40}})
+    assert final(called)["result"]["content"][0]["text"] == "42"
+
+
+async def test_the_client_token_never_reaches_the_upstream(gateway: RunningServer, client: httpx.AsyncClient) -> None:
+    plain = await rpc(
+        client, await token(gateway, client, "plain"), "plain", "tools/call", {"name": "whoami", "arguments": {}}
+    )
+    assert final(plain)["result"]["content"][0]["text"] == "none"
+    keyed_token = await token(gateway, client, "keyed")
+    keyed = await rpc(client, keyed_token, "keyed", "tools/call", {"name": "whoami", "arguments": {}})
+    seen = final(keyed)["result"]["content"][0]["text"]
+    assert seen == "Bearer " + UPSTREAM_SECRET
+    assert keyed_token not in seen
+
+
+async def test_a_stdio_upstream_is_reached_through_the_same_path(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    bearer = await token(gateway, client, "local")
+    init = await rpc(
+        client,
+        bearer,
+        "local",
+        "initialize",
+        {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    )
+    assert init.status_code == 200, init.text
+    session = init.headers["mcp-session-id"]
+    called = await rpc(
+        client, bearer, "local", "tools/call", {"name": "whoami", "arguments": {}}, headers={"Mcp-Session-Id": session}
+    )
+    assert final(called)["result"]["content"][0]["text"] == "stdio"
+
+
+# -- policy -------------------------------------------------------------------------------------------------------
+
+
+async def test_a_denied_tool_is_hidden_and_refused_for_a_developer(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    bearer = await token(gateway, client, "plain")
+    assert "delete_everything" not in tool_names(await rpc(client, bearer, "plain", "tools/list"))
+    with recorded_events(gateway) as events:
+        refused = await rpc(client, bearer, "plain", "tools/call", {"name": "delete_everything", "arguments": {}})
+        await asyncio.sleep(0.2)
+    error = final(refused)["error"]
+    assert error["code"] == NOT_PERMITTED
+    assert "not permitted" in error["message"]
+    assert any(event.decision == "denied" and event.target == "delete_everything" for event in events)
+
+
+async def test_an_admin_sees_and_calls_the_tool_a_developer_cannot(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    bearer = await token(gateway, client, "plain", user=ADMIN)
+    assert "delete_everything" in tool_names(await rpc(client, bearer, "plain", "tools/list"))
+    called = await rpc(client, bearer, "plain", "tools/call", {"name": "delete_everything", "arguments": {}})
+    assert final(called)["result"]["content"][0]["text"] == "everything deleted"
+
+
+async def test_a_refused_call_is_never_sent_upstream(gateway: RunningServer, client: httpx.AsyncClient) -> None:
+    # "down" has no upstream at all: a refusal that reached it would be an upstream failure, not a policy error.
+    bearer = await token(gateway, client, "down")
+    refused = await rpc(client, bearer, "down", "tools/call", {"name": "delete_everything", "arguments": {}})
+    assert final(refused)["error"]["code"] == NOT_PERMITTED
+    reached = await rpc(client, bearer, "down", "tools/call", {"name": "echo", "arguments": {"text": "x"}})
+    assert final(reached)["error"]["code"] == UPSTREAM_FAILED
+
+
+async def test_a_user_without_the_server_in_a_role_gets_403(gateway: RunningServer, client: httpx.AsyncClient) -> None:
+    bearer = await token(gateway, client, "plain", user=GUEST)
+    refused = await rpc(client, bearer, "plain", "tools/list")
+    assert refused.status_code == 403
+    assert "echo" not in refused.text
+
+
+# -- transport rules ----------------------------------------------------------------------------------------------
+
+
+async def test_a_wrong_origin_is_refused_before_anything_else(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    bearer = await token(gateway, client, "plain")
+    refused = await rpc(client, bearer, "plain", "tools/list", headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("method_header", "name_header"),
+    [("tools/list", "echo"), ("tools/call", "delete_everything"), ("tools/call", None), (None, "echo")],
+)
+async def test_modern_requests_whose_headers_disagree_with_the_body_are_refused(
+    gateway: RunningServer, client: httpx.AsyncClient, method_header: str | None, name_header: str | None
+) -> None:
+    bearer = await token(gateway, client, "plain")
+    headers = {"MCP-Protocol-Version": "2026-07-28"}
+    if method_header is not None:
+        headers["Mcp-Method"] = method_header
+    if name_header is not None:
+        headers["Mcp-Name"] = name_header
+    refused = await rpc(
+        client, bearer, "plain", "tools/call", {"name": "echo", "arguments": {"text": "x"}}, headers=headers
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == HEADER_MISMATCH
+
+
+async def test_base64_encoded_mcp_name_is_decoded_before_comparing(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    bearer = await token(gateway, client, "plain", user=ADMIN)
+    headers = {
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "=?base64?ZGVsZXRlX2V2ZXJ5dGhpbmc=?=",
+    }
+    # The header says delete_everything, the body says echo: a router trusting the header would be fooled.
+    refused = await rpc(
+        client, bearer, "plain", "tools/call", {"name": "echo", "arguments": {"text": "x"}}, headers=headers
+    )
+    assert refused.json()["error"]["code"] == HEADER_MISMATCH
+
+
+async def test_a_session_id_is_refused_with_another_users_token(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    alice, admin = await token(gateway, client, "local"), await token(gateway, client, "local", user=ADMIN)
+    init = await rpc(
+        client,
+        alice,
+        "local",
+        "initialize",
+        {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    )
+    session = init.headers["mcp-session-id"]
+    stolen = await rpc(client, admin, "local", "tools/list", headers={"Mcp-Session-Id": session})
+    assert stolen.status_code == 404
+    assert stolen.json()["error"]["code"] == SESSION_NOT_FOUND
+    forged = await rpc(client, alice, "local", "tools/list", headers={"Mcp-Session-Id": session + "x"})
+    assert forged.status_code == 404
+
+
+# -- faults ------------------------------------------------------------------------------------------------------
+
+
+async def test_an_upstream_hanging_past_the_timeout_gets_a_clean_error(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    bearer = await token(gateway, client, "slow")
+    hung = await rpc(client, bearer, "slow", "tools/call", {"name": "sleep", "arguments": {"seconds": 5}})
+    assert hung.status_code == 200
+    error = final(hung)["error"]
+    assert error["code"] == UPSTREAM_FAILED
+    assert "in time" in error["message"]
+    after = await rpc(client, bearer, "slow", "tools/call", {"name": "echo", "arguments": {"text": "still here"}})
+    assert final(after)["result"]["content"][0]["text"] == "still here"
+
+
+async def test_an_upstream_answering_garbage_gets_a_clean_error(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    bearer = await token(gateway, client, "broken")
+    broken = await rpc(client, bearer, "broken", "tools/list")
+    assert final(broken)["error"]["code"] == UPSTREAM_FAILED
+    assert "not json" not in broken.text
+
+
+async def test_an_upstream_killed_mid_call_gets_a_clean_error_and_the_next_call_works(
+    gateway: RunningServer, client: httpx.AsyncClient, stack: Gateway
+) -> None:
+    bearer = await token(gateway, client, "plain")
+    killed = await rpc(client, bearer, "plain", "tools/call", {"name": "crash", "arguments": {}})
+    assert final(killed)["error"]["code"] == UPSTREAM_FAILED
+    stack.plain.restart()
+    after = await rpc(client, bearer, "plain", "tools/call", {"name": "echo", "arguments": {"text": "back"}})
+    assert final(after)["result"]["content"][0]["text"] == "back"
+
+
+async def test_a_10_mb_message_is_refused_and_the_next_call_works(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    bearer = await token(gateway, client, "plain")
+    huge = await rpc(client, bearer, "plain", "tools/call", {"name": "echo", "arguments": {"text": "x" * 10_000_000}})
+    assert huge.status_code == 413
+    answer = await rpc(client, bearer, "plain", "tools/call", {"name": "big", "arguments": {"size": 10_000_000}})
+    assert final(answer)["error"]["code"] == UPSTREAM_FAILED
+    after = await rpc(client, bearer, "plain", "tools/call", {"name": "echo", "arguments": {"text": "ok"}})
+    assert final(after)["result"]["content"][0]["text"] == "ok"
+
+
+async def test_a_stdio_upstream_that_crashes_is_restarted(gateway: RunningServer, client: httpx.AsyncClient) -> None:
+    bearer = await token(gateway, client, "local")
+    init_params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    session = (await rpc(client, bearer, "local", "initialize", init_params)).headers["mcp-session-id"]
+    crashed = await rpc(
+        client, bearer, "local", "tools/call", {"name": "crash", "arguments": {}}, headers={"Mcp-Session-Id": session}
+    )
+    assert final(crashed)["error"]["code"] == UPSTREAM_FAILED
+    fresh = (await rpc(client, bearer, "local", "initialize", init_params)).headers["mcp-session-id"]
+    after = await rpc(
+        client,
+        bearer,
+        "local",
+        "tools/call",
+        {"name": "echo", "arguments": {"text": "again"}},
+        headers={"Mcp-Session-Id": fresh},
+    )
+    assert final(after)["result"]["content"][0]["text"] == "again"

@@ -1,0 +1,81 @@
+"""A gateway in front of real upstreams, shared by the proxy's integration tests and the SDK interop tests.
+
+Servers (all reach the same test upstream, tests/support/upstream_server.py):
+  up      streamable HTTP, stateful, SSE answers (what SDK clients meet in the wild)
+  plain   streamable HTTP, stateless, JSON answers (simple to drive with plain HTTP)
+  keyed   as plain, the gateway presents a static API key upstream
+  slow    as plain, with a 1 s timeout
+  broken  an upstream answering garbage
+  down    nothing listens there
+  local   the upstream as a stdio process the gateway runs
+The developer role (the test user alice) reaches them all with `delete_*` tools denied; guest (bob) only `demo`;
+admin (carol) everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chamberlain.identity.passwords import hash_password
+from chamberlain.store.users import UserRepository
+from tests.support.server import RunningServer, free_port, running_server
+from tests.support.upstreams import HttpUpstreamProcess, http_upstream, stdio_server_config
+
+UPSTREAM_SECRET = "upstream-api-key-d41d8cd9"
+GUEST, GUEST_PASSWORD = "bob", "bob's long password 1"
+ADMIN, ADMIN_PASSWORD = "carol", "carol's long password 1"  # the bootstrap admin must change its password first
+PASSWORDS = {GUEST: GUEST_PASSWORD, ADMIN: ADMIN_PASSWORD}
+SERVERS_WITH_RULES = ("up", "plain", "keyed", "slow", "broken", "down", "local")
+ROLES: dict[str, Any] = {
+    "enterprise_roles": {
+        "admin": {"mcp_servers": "*", "administrative_functions": True},
+        "developer": {
+            "mcp_servers": ["demo", *SERVERS_WITH_RULES],
+            "tools": {name: {"allow": ["*"], "deny": ["delete_*"]} for name in SERVERS_WITH_RULES},
+        },
+        "guest": {"mcp_servers": ["demo"]},
+    }
+}
+
+
+@dataclass
+class Gateway:
+    server: RunningServer
+    stateful: HttpUpstreamProcess
+    plain: HttpUpstreamProcess
+
+
+@contextlib.contextmanager
+def gateway_with_upstreams(data_dir: Path) -> Iterator[Gateway]:
+    with (
+        http_upstream() as stateful,
+        http_upstream("--stateless", "--json-response") as plain,
+        http_upstream("--garbage") as garbage,
+    ):
+        servers = {
+            "up": {"url": stateful.url},
+            "plain": {"url": plain.url},
+            "keyed": {
+                "url": plain.url,
+                "credential": {"type": "header", "header": "Authorization", "value": "Bearer " + UPSTREAM_SECRET},
+            },
+            "slow": {"url": plain.url, "timeout": 1},
+            "broken": {"url": garbage.url},
+            "down": {"url": f"http://127.0.0.1:{free_port()}/mcp", "timeout": 2},
+            "local": stdio_server_config().model_dump(exclude_defaults=True),
+        }
+        with running_server(data_dir, servers=servers, roles=ROLES) as running:
+            asyncio.run(_add_users(running))
+            yield Gateway(running, stateful, plain)
+
+
+async def _add_users(server: RunningServer) -> None:
+    async with server.engine() as database:
+        users = UserRepository(database, server.settings.tenant)
+        await users.add(GUEST, hash_password(GUEST_PASSWORD), ("guest",))
+        await users.add(ADMIN, hash_password(ADMIN_PASSWORD), ("admin",))

@@ -1,0 +1,222 @@
+"""A stand-in for an upstream MCP server's own OAuth authorization server, on 127.0.0.1.
+
+It serves one token endpoint with two grants, done properly: client credentials (RFC 6749 §4.4) and token exchange
+(RFC 8693 §2) for a subject token Chamberlain signed, checked against Chamberlain's JWKS (given directly, or fetched
+from the gateway's `/jwks.json` on every exchange). Clients authenticate with client_secret_basic (RFC 6749 §2.3.1).
+Tokens it issues are JWTs under its own key, readable with `verify`. Every request it served is kept in `served`,
+so tests can count fetches; `answer_with` replaces every answer (after the request is recorded) to play a broken
+server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+import httpx
+import uvicorn
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.support.server import free_port
+
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+MAX_SUBJECT_TOKEN_LIFETIME = 300  # seconds; a longer-lived subject token is refused
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    form: dict[str, str]
+    client_id: str | None  # the authenticated client; None when authentication failed
+    status: int
+
+    @property
+    def grant_type(self) -> str | None:
+        return self.form.get("grant_type")
+
+
+@dataclass(frozen=True)
+class CannedAnswer:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: Mapping[str, str] | None = None
+
+
+class OAuthFailure(Exception):
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+class UpstreamAuthorizationServer:
+    def __init__(
+        self,
+        *,
+        port: int,
+        clients: Mapping[str, str],
+        subject_issuer: str,
+        subject_jwks: Mapping[str, Any] | str,
+        expires_in: int = 300,
+    ) -> None:
+        self.issuer = f"http://127.0.0.1:{port}"
+        self.token_endpoint = f"{self.issuer}/token"
+        self.clients = dict(clients)  # client_id -> secret; tests may add clients while it runs
+        self.subject_issuer = subject_issuer
+        self.subject_jwks = subject_jwks  # a JWKS, or the URL to fetch it from
+        self.expires_in = expires_in
+        self.answer_with: CannedAnswer | None = None
+        self.served: list[ServedRequest] = []
+        self._key = ECKey.generate_key("P-256", parameters={"kid": "upstream-as"})
+        self.app = Starlette(routes=[Route("/token", self._token, methods=["POST"])])
+
+    def count(self, grant_type: str, *, succeeded: bool = True) -> int:
+        """How many requests of this grant type it answered (successfully, by default)."""
+        return sum(1 for r in self.served if r.grant_type == grant_type and (r.status == 200) == succeeded)
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a token this server issued, after checking its signature."""
+        return dict(jwt.decode(token, self._key, algorithms=["ES256"]).claims)
+
+    async def _token(self, request: Request) -> Response:
+        form = {key: str(value) for key, value in (await request.form()).items()}
+        client_id: str | None = None
+        try:
+            client_id = self._authenticate(request.headers.get("authorization"))
+            answer = await self._grant(form, client_id)
+            status = 200
+        except OAuthFailure as failure:
+            answer, status = {"error": failure.error, "error_description": failure.description}, failure.status
+        canned = self.answer_with
+        self.served.append(ServedRequest(form, client_id, status if canned is None else canned.status))
+        if canned is not None:
+            return Response(canned.body, canned.status, dict(canned.headers or {}), media_type=canned.content_type)
+        # RFC 6749 §5.1: token responses are never cached; §5.2: invalid_client over Basic answers 401.
+        headers = {"cache-control": "no-store"}
+        if status == 401:
+            headers["www-authenticate"] = 'Basic realm="upstream"'
+        return JSONResponse(answer, status, headers)
+
+    def _authenticate(self, authorization: str | None) -> str:
+        """RFC 6749 §2.3.1: base64 of the form-urlencoded id and secret joined by ':'."""
+        if not authorization or authorization[:6].lower() != "basic ":
+            raise OAuthFailure(401, "invalid_client", "client authentication required")
+        try:
+            decoded = base64.b64decode(authorization[6:], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise OAuthFailure(401, "invalid_client", "malformed credentials") from None
+        raw_id, separator, raw_secret = decoded.partition(":")
+        client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+        if not separator or self.clients.get(client_id) != secret:
+            raise OAuthFailure(401, "invalid_client", "client authentication failed")
+        return client_id
+
+    async def _grant(self, form: dict[str, str], client_id: str) -> dict[str, Any]:
+        grant_type = form.get("grant_type")
+        if grant_type == "client_credentials":
+            return self._issue(form, subject=client_id, client_id=client_id, extra={})
+        if grant_type == TOKEN_EXCHANGE_GRANT:
+            subject = await self._verified_subject_token(form)
+            answer = self._issue(form, subject=subject["sub"], client_id=client_id, extra={"act": {"sub": client_id}})
+            return {**answer, "issued_token_type": ACCESS_TOKEN_TYPE}  # RFC 8693 §2.2.1
+        raise OAuthFailure(400, "unsupported_grant_type", "unsupported grant type")
+
+    async def _verified_subject_token(self, form: dict[str, str]) -> dict[str, Any]:
+        """RFC 8693 §2.1: the subject token must be a JWT, signed by Chamberlain, for this endpoint, still valid."""
+        if form.get("subject_token_type") != JWT_TOKEN_TYPE or not form.get("subject_token"):
+            raise OAuthFailure(400, "invalid_request", "a JWT subject_token is required")
+        if form.get("requested_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
+            raise OAuthFailure(400, "invalid_request", "only access tokens are issued")
+        keys = KeySet.import_key_set(await self._subject_key_set())  # type: ignore[arg-type]
+        try:
+            token = jwt.decode(form["subject_token"], keys, algorithms=["ES256", "Ed25519"])
+            registry = jwt.JWTClaimsRegistry(
+                iss={"essential": True, "value": self.subject_issuer},
+                aud={"essential": True, "value": self.token_endpoint},
+                sub={"essential": True},
+                exp={"essential": True},
+                iat={"essential": True},
+                jti={"essential": True},
+            )
+            registry.validate(token.claims)
+        except (JoseError, ValueError):
+            raise OAuthFailure(400, "invalid_grant", "the subject token is not acceptable") from None
+        claims = dict(token.claims)
+        if token.header.get("typ") != "JWT" or claims["exp"] - claims["iat"] > MAX_SUBJECT_TOKEN_LIFETIME:
+            raise OAuthFailure(400, "invalid_grant", "the subject token is not acceptable")
+        return claims
+
+    async def _subject_key_set(self) -> Mapping[str, Any]:
+        if not isinstance(self.subject_jwks, str):
+            return self.subject_jwks
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.get(self.subject_jwks)
+            response.raise_for_status()
+            return dict(response.json())
+
+    def _issue(self, form: dict[str, str], *, subject: str, client_id: str, extra: dict[str, Any]) -> dict[str, Any]:
+        now = int(time.time())
+        # RFC 8707 resource and RFC 8693 audience both name where the token may be used.
+        audiences = [value for value in (form.get("resource"), form.get("audience")) if value]
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audiences[0] if len(audiences) == 1 else audiences or self.issuer,
+            "client_id": client_id,
+            "iat": now,
+            "exp": now + self.expires_in,
+            "jti": uuid.uuid4().hex,
+            **extra,
+        }
+        answer: dict[str, Any] = {"token_type": "Bearer", "expires_in": self.expires_in}
+        if form.get("scope"):
+            claims["scope"] = answer["scope"] = form["scope"]
+        answer["access_token"] = jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": "upstream-as"}, claims, self._key)
+        return answer
+
+
+@contextlib.contextmanager
+def upstream_authorization_server(
+    *,
+    clients: Mapping[str, str],
+    subject_issuer: str,
+    subject_jwks: Mapping[str, Any] | str,
+    expires_in: int = 300,
+) -> Iterator[UpstreamAuthorizationServer]:
+    """Runs the stand-in with uvicorn in a thread of its own until the block ends."""
+    port = free_port()
+    authorization_server = UpstreamAuthorizationServer(
+        port=port, clients=clients, subject_issuer=subject_issuer, subject_jwks=subject_jwks, expires_in=expires_in
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(authorization_server.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, name=f"upstream-as-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the upstream authorization server did not start")
+        time.sleep(0.01)
+    try:
+        yield authorization_server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
