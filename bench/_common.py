@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from tests.support.postgres import temporary_database
@@ -100,6 +101,7 @@ def chamberlain_executable() -> str:
 _CUSTOM_LAUNCHER = """
 import sys, uvicorn
 from pathlib import Path
+from typing import Protocol
 from chamberlain.app import create_app
 from chamberlain.settings import load_settings
 data_dir, port, loop, http = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -403,11 +405,19 @@ async def _drive(workers: Sequence[Request], max_requests: int, deadline: float,
     return errors
 
 
+class MeasuredProcess(Protocol):
+    """A server process whose CPU a phase charges its requests to."""
+
+    def cpu_seconds(self) -> float: ...
+
+    def event_loop_cpu_seconds(self) -> float: ...
+
+
 async def run_phase(
     name: str,
     workers: Sequence[Request],
     *,
-    gateway: Gateway,
+    gateway: MeasuredProcess,
     max_requests: int,
     max_seconds: float,
     warmup: int,

@@ -385,7 +385,7 @@ async def load(target: Target, args: argparse.Namespace) -> Measured:
         phase = await run_phase(
             target.label,
             workers,
-            gateway=target.server,  # type: ignore[arg-type]  # run_phase reads cpu_seconds, event_loop_cpu_seconds
+            gateway=target.server,
             max_requests=100_000,  # in practice the deadline ends a level
             max_seconds=args.seconds,
             warmup=100_000,

@@ -18,10 +18,20 @@ import pytest
 from chamberlain.gateway.events import GatewayEvent
 from chamberlain.gateway.jsonrpc import HEADER_MISMATCH, NOT_PERMITTED, SESSION_NOT_FOUND, UPSTREAM_FAILED
 from tests.support.browser import Browser
-from tests.support.gateway import ADMIN, GUEST, PASSWORDS, UPSTREAM_SECRET, Gateway, gateway_with_upstreams
+from tests.support.gateway import (
+    ADMIN,
+    GUEST,
+    PASSWORDS,
+    UPSTREAM_AUDIENCE,
+    UPSTREAM_SECRET,
+    Gateway,
+    gateway_with_upstreams,
+)
+from tests.support.mcp_sdk import jwt_claims
 from tests.support.oauth import Pkce, authorization_url, exchange_code, redirect_params, register
 from tests.support.server import RunningServer
 
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -127,6 +137,26 @@ async def test_the_client_token_never_reaches_the_upstream(gateway: RunningServe
     seen = final(keyed)["result"]["content"][0]["text"]
     assert seen == "Bearer " + UPSTREAM_SECRET
     assert keyed_token not in seen
+
+
+async def test_with_token_exchange_the_upstream_sees_its_own_audience_and_the_users_subject(
+    stack: Gateway, gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    exchanges_before = stack.authorization_server.count(TOKEN_EXCHANGE)
+    seen: dict[str, dict[str, Any]] = {}
+    for user in ("alice", ADMIN):
+        bearer = await token(gateway, client, "exchanged", user=user)
+        for _ in range(2):
+            called = await rpc(client, bearer, "exchanged", "tools/call", {"name": "whoami", "arguments": {}})
+            presented = final(called)["result"]["content"][0]["text"]
+            assert presented.startswith("Bearer ")
+            assert bearer not in presented
+        seen[user] = stack.authorization_server.verify(presented.removeprefix("Bearer "))
+        assert seen[user]["aud"] == UPSTREAM_AUDIENCE
+        assert seen[user]["sub"] == jwt_claims(bearer)["sub"]
+    assert seen["alice"]["sub"] != seen[ADMIN]["sub"]
+    # Cached per user: two calls each, one exchange each.
+    assert stack.authorization_server.count(TOKEN_EXCHANGE) - exchanges_before == 2
 
 
 async def test_a_stdio_upstream_is_reached_through_the_same_path(

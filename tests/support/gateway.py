@@ -8,6 +8,7 @@ Servers (all reach the same test upstream, tests/support/upstream_server.py):
   broken  an upstream answering garbage
   down    nothing listens there
   local   the upstream as a stdio process the gateway runs
+  exchanged  as plain, with an RFC 8693 token exchange at a stand-in authorization server for a per-user token
 The developer role (the test user alice) reaches them all with `delete_*` tools denied; guest (bob) only `demo`;
 admin (carol) everything.
 """
@@ -24,13 +25,16 @@ from typing import Any
 from chamberlain.identity.passwords import hash_password
 from chamberlain.store.users import UserRepository
 from tests.support.server import RunningServer, free_port, running_server
+from tests.support.upstream_authorization_server import UpstreamAuthorizationServer, upstream_authorization_server
 from tests.support.upstreams import HttpUpstreamProcess, http_upstream, stdio_server_config
 
 UPSTREAM_SECRET = "upstream-api-key-d41d8cd9"
 GUEST, GUEST_PASSWORD = "bob", "bob's long password 1"
 ADMIN, ADMIN_PASSWORD = "carol", "carol's long password 1"  # the bootstrap admin must change its password first
 PASSWORDS = {GUEST: GUEST_PASSWORD, ADMIN: ADMIN_PASSWORD}
-SERVERS_WITH_RULES = ("up", "plain", "keyed", "slow", "broken", "down", "local")
+SERVERS_WITH_RULES = ("up", "plain", "keyed", "slow", "broken", "down", "local", "exchanged")
+EXCHANGE_CLIENT, EXCHANGE_SECRET = "chamberlain-at-upstream", "exchange-secret-7f3a"
+UPSTREAM_AUDIENCE = "https://upstream.example/mcp"
 ROLES: dict[str, Any] = {
     "enterprise_roles": {
         "admin": {"mcp_servers": "*", "administrative_functions": True},
@@ -48,6 +52,7 @@ class Gateway:
     server: RunningServer
     stateful: HttpUpstreamProcess
     plain: HttpUpstreamProcess
+    authorization_server: UpstreamAuthorizationServer  # the upstream's own, for token exchange
 
 
 @contextlib.contextmanager
@@ -56,6 +61,10 @@ def gateway_with_upstreams(data_dir: Path) -> Iterator[Gateway]:
         http_upstream() as stateful,
         http_upstream("--stateless", "--json-response") as plain,
         http_upstream("--garbage") as garbage,
+        # It learns the gateway's issuer and key set once the gateway runs (below); it fetches them per exchange.
+        upstream_authorization_server(
+            clients={EXCHANGE_CLIENT: EXCHANGE_SECRET}, subject_issuer="", subject_jwks={"keys": []}
+        ) as authorization_server,
     ):
         servers = {
             "up": {"url": stateful.url},
@@ -68,10 +77,22 @@ def gateway_with_upstreams(data_dir: Path) -> Iterator[Gateway]:
             "broken": {"url": garbage.url},
             "down": {"url": f"http://127.0.0.1:{free_port()}/mcp", "timeout": 2},
             "local": stdio_server_config().model_dump(exclude_defaults=True),
+            "exchanged": {
+                "url": plain.url,
+                "credential": {
+                    "type": "token_exchange",
+                    "token_endpoint": authorization_server.token_endpoint,
+                    "client_id": EXCHANGE_CLIENT,
+                    "client_secret": EXCHANGE_SECRET,
+                    "audience": UPSTREAM_AUDIENCE,
+                },
+            },
         }
         with running_server(data_dir, servers=servers, roles=ROLES) as running:
             asyncio.run(_add_users(running))
-            yield Gateway(running, stateful, plain)
+            authorization_server.subject_issuer = running.base_url
+            authorization_server.subject_jwks = running.base_url + "/jwks.json"
+            yield Gateway(running, stateful, plain, authorization_server)
 
 
 async def _add_users(server: RunningServer) -> None:

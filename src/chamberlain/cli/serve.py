@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -12,6 +11,7 @@ import uvicorn
 from chamberlain.app import create_app
 from chamberlain.cli.common import ConfigFile, DataDir, console, fail, initialised_store, run, settings_from
 from chamberlain.crypto.master_key import load_master_key
+from chamberlain.net.hosts import is_loopback_host
 from chamberlain.settings import Settings
 
 
@@ -60,12 +60,3 @@ def issuer_problem(settings: Settings) -> str | None:
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         return f"an http issuer is accepted only on loopback; use https for {parts.hostname}"
     return None
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

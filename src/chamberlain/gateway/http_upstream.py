@@ -6,8 +6,9 @@ httpx's CPU per request). The client's token never comes here: the upstream gets
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
 import certifi
@@ -47,47 +48,45 @@ class HttpUpstream:
         headers = request.headers + await self._credentials.headers(request.principal)
         if request.session_id is not None:
             headers.append((b"mcp-session-id", request.session_id.encode()))
-        try:
+        with self._failures():
             response = await self._pool.request(
                 request.method, self._target, headers, request.body, timeout=config.timeout
             )
-        except ConnectFailed:
-            raise UpstreamError("unavailable", f"the upstream server '{self._name}' is not reachable") from None
-        except ResponseTimeout:
-            raise UpstreamError("timeout", f"the upstream server '{self._name}' did not answer in time") from None
-        except ProtocolFailure:
-            raise UpstreamError("protocol", f"the upstream server '{self._name}' sent a broken response") from None
-        except ValueError:  # a header the HTTP client refuses to send (it never names the value)
-            raise UpstreamError("protocol", f"a request header could not be sent to '{self._name}'") from None
         relayed = [(name, value) for name, value in response.headers if name in _RELAYED]
-        content_type = _header(response, b"content-type")
-        if content_type.startswith(b"text/event-stream"):
+        if _header(response, b"content-type").startswith(b"text/event-stream"):
             # A request's stream must keep moving; a subscription stream may rightly stay quiet for hours.
             idle = None if request.long_lived else config.timeout
             events = self._events(response, idle)
             return UpstreamResponse(response.status, relayed, events=events, release=response.aclose)
-        try:
+        with self._failures():
             body = await response.read(config.max_message_bytes, timeout=config.timeout)
-        except BodyTooLarge:
-            raise UpstreamError("too_large", f"the answer of '{self._name}' exceeds the message size limit") from None
-        except ResponseTimeout:
-            raise UpstreamError("timeout", f"the upstream server '{self._name}' did not answer in time") from None
-        except ProtocolFailure:
-            raise UpstreamError("protocol", f"the upstream server '{self._name}' sent a broken response") from None
         return UpstreamResponse(response.status, relayed, body=body)
 
     async def _events(self, response: Http1Response, idle_timeout: float | None) -> AsyncIterator[bytes]:
         try:
-            async for event in split_events(response.chunks(idle_timeout=idle_timeout), self._config.max_message_bytes):
-                yield event
-        except EventTooLarge:
-            raise UpstreamError("too_large", f"an event from '{self._name}' exceeds the message size limit") from None
-        except ResponseTimeout:
-            raise UpstreamError("timeout", f"the upstream server '{self._name}' did not answer in time") from None
-        except ProtocolFailure:
-            raise UpstreamError("protocol", f"the upstream server '{self._name}' broke off its answer") from None
+            with self._failures():
+                chunks = response.chunks(idle_timeout=idle_timeout)
+                async for event in split_events(chunks, self._config.max_message_bytes):
+                    yield event
         finally:
             await response.aclose()
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Turns the HTTP client's failures into UpstreamErrors that are safe to show the client."""
+        name = self._name
+        try:
+            yield
+        except ConnectFailed:
+            raise UpstreamError("unavailable", f"the upstream server '{name}' is not reachable") from None
+        except ResponseTimeout:
+            raise UpstreamError("timeout", f"the upstream server '{name}' did not answer in time") from None
+        except (BodyTooLarge, EventTooLarge):
+            raise UpstreamError("too_large", f"the answer of '{name}' exceeds the message size limit") from None
+        except ProtocolFailure:
+            raise UpstreamError("protocol", f"the upstream server '{name}' sent a broken answer") from None
+        except ValueError:  # a header the HTTP client refuses to send (it never names the value)
+            raise UpstreamError("protocol", f"a request header could not be sent to '{name}'") from None
 
     async def aclose(self) -> None:
         await self._pool.aclose()

@@ -28,6 +28,7 @@ from chamberlain.gateway.request_metadata import mismatch, requires_metadata
 from chamberlain.gateway.sse import event_data, message_event
 from chamberlain.gateway.upstream import Headers, UpstreamError, UpstreamRequest, UpstreamResponse
 from chamberlain.oauth.access_tokens import AccessTokenClaims
+from chamberlain.policy.roles import Kind
 from chamberlain.state import AppState, ProtectedResource
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,14 @@ class McpProxy:
             await exchange.relay_without_body()
 
 
+class _Nothing:
+    def permits(self, kind: Kind, name: str) -> bool:
+        return False
+
+
+_NOTHING = _Nothing()
+
+
 class _Exchange:
     """One client HTTP request on its way through the proxy."""
 
@@ -95,6 +104,10 @@ class _Exchange:
         self.cancel_on_disconnect = False  # set for 2026-07-28 requests
         self.watching = False  # a task is watching for the client's disconnect
         self.max_bytes = resource.server.config.max_message_bytes if resource.server.config else 4 * 1024 * 1024
+        # Set once the caller's roles are known to reach this server: what policy lets the caller use there.
+        self.access: NamePolicy = _NOTHING
+        self.listed: dict[RequestId | None, str] = {}  # ids of list requests -> method, to filter their answers
+        self.pending: list[RequestId] = []  # ids of requests that must get an answer
 
     # -- POST: one JSON-RPC message (or a batch in 2025-03-26) --------------------------------------------------
 
@@ -121,30 +134,34 @@ class _Exchange:
                 if problem is not None:
                     await self._refuse(400, message.id, jsonrpc.HEADER_MISMATCH, "header mismatch: " + problem)
                     return
-        access = self.app.policy.access(self.principal.roles, self.server.name)
-        if access is None:
-            self._emit("denied", messages[0].method, None, "the caller's roles do not include this server")
-            await _send_json(
-                self.send,
-                403,
-                {"error": "forbidden", "error_description": "your roles do not include this MCP server"},
-            )
+        if not await self._server_allowed(messages[0].method):
             return
         try:
-            refusals = self._refusals(messages, access)
+            refusals = self._refusals(messages)
         except InvalidMessage as invalid:
             await self._refuse(400, messages[0].id, invalid.code, invalid.message)
             return
         if refusals:
             await self._answer_refusals(messages, refusals, batch)
             return
-        listed = {message.id: message.method for message in messages if message.method in LIST_METHODS}
-        pending = [message.id for message in messages if message.kind == "request" and message.id is not None]
+        self.listed = {message.id: message.method for message in messages if message.method in LIST_METHODS}
+        self.pending = [message.id for message in messages if message.kind == "request" and message.id is not None]
         request = UpstreamRequest("POST", self.forwarded, body, self.principal)
         request.long_lived = not batch and messages[0].method == _LISTEN_METHOD
-        await self._relay(request, access, listed, pending)
+        await self._relay(request)
 
-    def _refusals(self, messages: list[ClientMessage], access: NamePolicy) -> dict[RequestId, str]:
+    async def _server_allowed(self, method: str | None) -> bool:
+        """Whether the caller's roles reach this server; answers 403 when they do not."""
+        access = self.app.policy.access(self.principal.roles, self.server.name)
+        if access is None:
+            self._emit("denied", method, None, "the caller's roles do not include this server")
+            description = "your roles do not include this MCP server"
+            await _send_json(self.send, 403, {"error": "forbidden", "error_description": description})
+            return False
+        self.access = access
+        return True
+
+    def _refusals(self, messages: list[ClientMessage]) -> dict[RequestId, str]:
         """Request ids refused by policy, with the refusal's message; emits one event per request."""
         refusals: dict[RequestId, str] = {}
         for message in messages:
@@ -152,7 +169,7 @@ class _Exchange:
                 continue
             target = jsonrpc.target_name(message)
             name = target[1] if target else None
-            if target is not None and not access.permits(*target):
+            if target is not None and not self.access.permits(*target):
                 singular = target[0][:-1]
                 assert message.id is not None
                 refusals[message.id] = f"{singular} '{name}' is not permitted for your roles"
@@ -179,64 +196,47 @@ class _Exchange:
     # -- GET (legacy standalone stream) and DELETE (legacy session end) -----------------------------------------
 
     async def relay_without_body(self) -> None:
-        access = self.app.policy.access(self.principal.roles, self.server.name)
         method = self.http_method
-        if access is None:
-            self._emit("denied", method, None, "the caller's roles do not include this server")
-            await _send_json(
-                self.send, 403, {"error": "forbidden", "error_description": "your roles do not include this MCP server"}
-            )
+        if not await self._server_allowed(method):
             return
         self._emit("allowed", method, None, None)
-        request = UpstreamRequest(method, self.forwarded, b"", self.principal, long_lived=method == "GET")
-        await self._relay(request, access, {}, [])
+        await self._relay(UpstreamRequest(method, self.forwarded, b"", self.principal, long_lived=method == "GET"))
 
     # -- the upstream round trip --------------------------------------------------------------------------------
 
-    async def _relay(
-        self,
-        request: UpstreamRequest,
-        access: NamePolicy,
-        listed: dict[RequestId | None, str],
-        pending: list[RequestId],
-    ) -> None:
+    async def _relay(self, request: UpstreamRequest) -> None:
         presented = self._header("mcp-session-id")
         if presented is not None:
             request.session_id = self.app.session_binder.unbind(presented, self.server.name, self.principal)
             if request.session_id is None:
                 # Sessions are not authentication: an id issued to someone else is as unknown as a made-up one.
                 self._emit("denied", request.method, None, "session id not issued to this caller")
-                await self._refuse(404, pending[0] if pending else None, jsonrpc.SESSION_NOT_FOUND, "session not found")
+                first = self.pending[0] if self.pending else None
+                await self._refuse(404, first, jsonrpc.SESSION_NOT_FOUND, "session not found")
                 return
         if self.cancel_on_disconnect:
             # 2026-07-28: the client closing its connection is the cancellation of its request, whether the
             # upstream is still thinking or already streaming; the upstream's connection is closed in turn.
-            await self._until_client_gone(self._round_trip(request, access, listed, pending))
+            await self._until_client_gone(self._round_trip(request))
         else:
-            await self._round_trip(request, access, listed, pending)
+            await self._round_trip(request)
 
-    async def _round_trip(
-        self,
-        request: UpstreamRequest,
-        access: NamePolicy,
-        listed: dict[RequestId | None, str],
-        pending: list[RequestId],
-    ) -> None:
+    async def _round_trip(self, request: UpstreamRequest) -> None:
         upstream = self.app.upstreams.upstream(self.server)
         try:
             response = await upstream.send(request)
         except UpstreamError as failure:
-            await self._upstream_failed(failure, pending, started=False)
+            await self._upstream_failed(failure, self.pending, started=False)
             return
         try:
             headers = self._response_headers(response)
             if response.events is None:
-                await self._relay_body(response, headers, access, listed, pending)
+                await self._relay_body(response, headers)
             elif self.watching:
-                await self._relay_events(response, headers, access, listed, pending)
+                await self._relay_events(response, headers)
             else:
                 # Earlier revisions: a disconnect is not a cancellation, but nobody is left to relay the stream to.
-                await self._until_client_gone(self._relay_events(response, headers, access, listed, pending))
+                await self._until_client_gone(self._relay_events(response, headers))
         finally:
             with contextlib.suppress(Exception):
                 await response.aclose()
@@ -264,49 +264,39 @@ class _Exchange:
             headers.append((key, value))
         return headers
 
-    async def _relay_body(
-        self,
-        response: UpstreamResponse,
-        headers: Headers,
-        access: NamePolicy,
-        listed: dict[RequestId | None, str],
-        pending: list[RequestId],
-    ) -> None:
+    async def _relay_body(self, response: UpstreamResponse, headers: Headers) -> None:
         body = response.body
         if response.status >= 500:
-            await self._upstream_failed(UpstreamError("protocol", f"HTTP {response.status} from upstream"), pending)
+            await self._upstream_failed(
+                UpstreamError("protocol", f"HTTP {response.status} from upstream"), self.pending
+            )
             return
         if body:
             try:
                 document = json.loads(body)
             except (ValueError, UnicodeDecodeError):
                 if response.status < 400:
-                    await self._upstream_failed(UpstreamError("protocol", "the upstream's answer is not JSON"), pending)
+                    not_json = UpstreamError("protocol", "the upstream's answer is not JSON")
+                    await self._upstream_failed(not_json, self.pending)
                     return
                 # Keep the status (a 404 tells a legacy client to start a new session), not the upstream's page.
                 problem = f"the upstream answered HTTP {response.status}"
-                await self._refuse(response.status, pending[0] if pending else None, jsonrpc.UPSTREAM_FAILED, problem)
+                first = self.pending[0] if self.pending else None
+                await self._refuse(response.status, first, jsonrpc.UPSTREAM_FAILED, problem)
                 return
-            if listed and _filter(document, access, listed):
+            if self.listed and _filter(document, self.access, self.listed):
                 body = jsonrpc.encode(document)
         await self.send({"type": "http.response.start", "status": response.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
-    async def _relay_events(
-        self,
-        response: UpstreamResponse,
-        headers: Headers,
-        access: NamePolicy,
-        listed: dict[RequestId | None, str],
-        pending: list[RequestId],
-    ) -> None:
+    async def _relay_events(self, response: UpstreamResponse, headers: Headers) -> None:
         assert response.events is not None
-        unanswered = set(pending)
+        unanswered = set(self.pending)
         names = {key for key, _ in headers}
         start_headers = headers + [header for header in _SSE if header[0] not in names]
         await self.send({"type": "http.response.start", "status": response.status, "headers": start_headers})
         try:
-            await self._relay_stream(response.events, access, listed, unanswered)
+            await self._relay_stream(response.events, unanswered)
         except UpstreamError as failure:
             await self._upstream_failed(failure, sorted(unanswered, key=str), started=True)
         else:
@@ -315,13 +305,7 @@ class _Exchange:
                 await self._upstream_failed(broke_off, sorted(unanswered, key=str), started=True)
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _relay_stream(
-        self,
-        events: AsyncIterator[bytes],
-        access: NamePolicy,
-        listed: dict[RequestId | None, str],
-        unanswered: set[RequestId],
-    ) -> None:
+    async def _relay_stream(self, events: AsyncIterator[bytes], unanswered: set[RequestId]) -> None:
         async for event in events:
             data = event_data(event)
             if data is not None:
@@ -331,7 +315,7 @@ class _Exchange:
                     raise UpstreamError("protocol", "the upstream sent an event that is not JSON") from None
                 if isinstance(document, dict) and "method" not in document:
                     unanswered.discard(document.get("id"))
-                if listed and _filter(document, access, listed):
+                if self.listed and _filter(document, self.access, self.listed):
                     event = message_event(jsonrpc.encode(document))
             await self.send({"type": "http.response.body", "body": event, "more_body": True})
 

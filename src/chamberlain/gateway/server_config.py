@@ -6,12 +6,13 @@ two ways of registering a server cannot drift apart. Secret values are `SecretSt
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from chamberlain.net.hosts import is_loopback_host
 
 DEFAULT_SCOPES = ("mcp:tools",)
 _FIELD_VALUE = re.compile(r"[\x20-\x7e\t]+")
@@ -50,18 +51,9 @@ def _token_endpoint_url(url: str) -> str:
         raise ValueError("the token endpoint must be an absolute https URL")
     if parts.fragment:
         raise ValueError("the token endpoint must not contain a fragment (RFC 6749 §3.2)")
-    if parts.scheme == "http" and not _is_loopback(host):
+    if parts.scheme == "http" and not is_loopback_host(host):
         raise ValueError("the token endpoint must use https (plain http is allowed only on loopback)")
     return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 TokenEndpointUrl = Annotated[str, AfterValidator(_token_endpoint_url)]
