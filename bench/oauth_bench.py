@@ -265,6 +265,7 @@ async def set_up(base_url: str, chains: int) -> Setup:
         basic = basic_header(client["client_id"], client["client_secret"])
 
         refresh_tokens = []
+        user_access_token = ""
         async with Browser(base_url) as browser:  # signs in once; its session cookie serves every authorization
             for _ in range(chains):
                 pkce = Pkce.new()
@@ -297,15 +298,11 @@ async def set_up(base_url: str, chains: int) -> Setup:
                 if exchanged.status_code != 200 or "refresh_token" not in exchanged.json():
                     raise RuntimeError(f"code exchange failed: {exchanged.status_code} {exchanged.text}")
                 refresh_tokens.append(exchanged.json()["refresh_token"])
+                # A user's token: it carries the user's roles, which the gateway's policy needs (a
+                # client-credentials token has none and gets 403 at /mcp).
+                user_access_token = exchanged.json()["access_token"]
 
-        issued = await http.post(
-            "/token",
-            data={"grant_type": "client_credentials", "resource": resource},
-            headers={"Authorization": basic},
-        )
-        if issued.status_code != 200:
-            raise RuntimeError(f"client_credentials failed: {issued.status_code} {issued.text}")
-        return Setup(client["client_id"], basic, resource, refresh_tokens, issued.json()["access_token"])
+        return Setup(client["client_id"], basic, resource, refresh_tokens, user_access_token)
 
 
 # -- 3. the load phases -----------------------------------------------------------------------------------------------

@@ -213,6 +213,47 @@ async def test_a_refused_call_is_never_sent_upstream(gateway: RunningServer, cli
     assert final(reached)["error"]["code"] == UPSTREAM_FAILED
 
 
+async def test_prompts_and_resources_follow_their_own_rules(gateway: RunningServer, client: httpx.AsyncClient) -> None:
+    bearer = await token(gateway, client, "plain")
+    prompts = final(await rpc(client, bearer, "plain", "prompts/list"))["result"]["prompts"]
+    assert prompts == []  # the role's prompt rule allows nothing
+    refused = await rpc(client, bearer, "plain", "prompts/get", {"name": "greeting", "arguments": {"name": "x"}})
+    assert final(refused)["error"]["code"] == NOT_PERMITTED
+    resources = final(await rpc(client, bearer, "plain", "resources/list"))["result"]["resources"]
+    assert [resource["uri"] for resource in resources] == ["test://readme"]
+    read = await rpc(client, bearer, "plain", "resources/read", {"uri": "test://readme"})
+    assert "test upstream" in final(read)["result"]["contents"][0]["text"]
+    secret = await rpc(client, bearer, "plain", "resources/read", {"uri": "test://secret-plans"})
+    assert final(secret)["error"]["code"] == NOT_PERMITTED
+
+
+async def test_a_batch_is_refused_whole_when_any_part_is_denied(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    bearer = await token(gateway, client, "down")
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "delete_everything", "arguments": {}}},
+    ]
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {bearer}", "MCP-Protocol-Version": "2025-03-26"}
+    refused = await client.post("/mcp/down", json=batch, headers=headers)
+    answers = {answer["id"]: answer["error"] for answer in refused.json()}
+    # "down" has no upstream: UPSTREAM_FAILED would mean part of the batch was sent.
+    assert {error["code"] for error in answers.values()} == {NOT_PERMITTED}
+    assert "delete_everything" in answers[2]["message"]
+
+
+async def test_a_batch_is_refused_in_revisions_without_batches(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    bearer = await token(gateway, client, "plain")
+    batch = [{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, {"jsonrpc": "2.0", "id": 2, "method": "ping"}]
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {bearer}", "MCP-Protocol-Version": "2025-11-25"}
+    refused = await client.post("/mcp/plain", json=batch, headers=headers)
+    assert refused.status_code == 400
+    assert "batches" in refused.json()["error"]["message"]
+
+
 async def test_a_user_without_the_server_in_a_role_gets_403(gateway: RunningServer, client: httpx.AsyncClient) -> None:
     bearer = await token(gateway, client, "plain", user=GUEST)
     refused = await rpc(client, bearer, "plain", "tools/list")

@@ -41,6 +41,8 @@ ROLES: dict[str, Any] = {
         "developer": {
             "mcp_servers": ["demo", *SERVERS_WITH_RULES],
             "tools": {name: {"allow": ["*"], "deny": ["delete_*"]} for name in SERVERS_WITH_RULES},
+            "prompts": {"plain": {"allow": []}},  # nothing
+            "resources": {"plain": {"allow": ["test://*"], "deny": ["test://secret*"]}},
         },
         "guest": {"mcp_servers": ["demo"]},
     }
