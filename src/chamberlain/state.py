@@ -141,12 +141,19 @@ class AppState:
         if key_ring_version(rows) != self.keyring.version:
             self.keyring = key_ring_from_rows(rows, self.master_key)
         servers, overridden = merge_servers(self._configured_servers, await self.servers.list())
-        self.resources = {server.name: ProtectedResource(server, self.resource_url(server.name)) for server in servers}
+        self.resources = {server.name: self._resource(server) for server in servers}
         names = frozenset(self.resources)
         if names != self._known_servers:
             self._known_servers = names
             self.upstreams.keep_only(set(names))
             self._report_server_problems(names, overridden)
+
+    def _resource(self, server: Server) -> ProtectedResource:
+        # An unchanged server keeps its object, so the request path's checks against it stay identity checks.
+        known = self.resources.get(server.name)
+        if known is not None and known.server == server:
+            return known
+        return ProtectedResource(server, self.resource_url(server.name))
 
     def _report_server_problems(self, names: frozenset[str], overridden: list[Server]) -> None:
         """Logged when the set of servers changes: mistakes worth fixing that must not stop the gateway."""

@@ -1,6 +1,7 @@
 """The official Python SDK client through the gateway to real upstreams: an SDK server over streamable HTTP and the
 same server as a stdio process. The client signs in through Chamberlain's OAuth flow; tool calls, progress
-notifications, an elicitation from the server and cancellation all cross the proxy, in both protocol eras."""
+notifications, elicitation and sampling requests from the server and cancellation all cross the proxy, in both
+protocol eras."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ def text_of(result: types.CallToolResult) -> str:
     return "".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
+async def answer_sampling(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+    asked = params.messages[0].content
+    text = asked.text if isinstance(asked, TextContent) else ""
+    return types.CreateMessageResult(
+        role="assistant", content=TextContent(type="text", text=f"model says: {text}"), model="stand-in"
+    )
+
+
 async def answer_elicitation(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
     return types.ElicitResult(action="accept", content={"name": "Ada"})
 
@@ -49,7 +58,13 @@ async def test_sdk_client_lists_calls_streams_and_answers_through_the_gateway(
         progress.append(value)
 
     async with sdk_client(
-        gateway, storage, authorizer, mode=mode, server_name=server_name, elicitation_callback=answer_elicitation
+        gateway,
+        storage,
+        authorizer,
+        mode=mode,
+        server_name=server_name,
+        elicitation_callback=answer_elicitation,
+        sampling_callback=answer_sampling,
     ) as connection:
         client = connection.client
         names = {tool.name for tool in (await client.list_tools()).tools}
@@ -60,6 +75,8 @@ async def test_sdk_client_lists_calls_streams_and_answers_through_the_gateway(
         assert text_of(counted) == "counted to 3"
         assert progress == [1, 2, 3]
         assert text_of(await client.call_tool("ask_name", {})) == "hello Ada"
+        summarized = await client.call_tool("summarize", {"text": "the report"})
+        assert text_of(summarized) == "model says: Summarise: the report"
         before = int(text_of(await client.call_tool("cancelled", {})))
         with anyio.move_on_after(0.5) as cancelled:
             await client.call_tool("sleep", {"seconds": 30})

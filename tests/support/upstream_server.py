@@ -18,7 +18,8 @@ import sys
 from typing import Annotated
 
 import uvicorn
-from mcp.server.mcpserver import Context, Elicit, ElicitationResult, MCPServer, Resolve
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, MCPServer, Resolve, Sample
+from mcp_types import CreateMessageResult, SamplingMessage, TextContent
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
@@ -34,6 +35,11 @@ class Name(BaseModel):
 
 def ask_for_name() -> Elicit[Name]:
     return Elicit("What is your name?", Name)
+
+
+def ask_for_summary(text: str) -> Sample:
+    message = SamplingMessage(role="user", content=TextContent(type="text", text=f"Summarise: {text}"))
+    return Sample([message], max_tokens=50)
 
 
 def build_server() -> MCPServer:
@@ -56,6 +62,12 @@ def build_server() -> MCPServer:
             await asyncio.sleep(delay)
             await ctx.report_progress(step, n, f"step {step}")
         return f"counted to {n}"
+
+    @server.tool()
+    def summarize(text: str, summary: Annotated[CreateMessageResult, Resolve(ask_for_summary)]) -> str:
+        """Ask the client's model for a summary (sampling, mid-call or as an input round trip by revision)."""
+        content = summary.content
+        return content.text if isinstance(content, TextContent) else "no text"
 
     @server.tool()
     def ask_name(answer: Annotated[ElicitationResult[Name], Resolve(ask_for_name)]) -> str:

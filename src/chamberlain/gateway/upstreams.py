@@ -32,7 +32,7 @@ class UpstreamRegistry:
         if config is None:
             return self._builtin
         live = self._live.get(server.name)
-        if live is not None and live[0] == config:
+        if live is not None and (live[0] is config or live[0] == config):
             return live[1]
         upstream: Upstream
         if config.command is not None:
