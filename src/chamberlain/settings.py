@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
+from chamberlain.audit.settings import AuditSettings
 from chamberlain.gateway.server_config import ServerConfig
 from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
 from chamberlain.store.servers import check_server_name
@@ -77,6 +78,7 @@ class Settings(_Section):
     servers: dict[ServerName, ServerConfig] = Field(default_factory=dict)
     # Who may reach which server and tool (policy/roles.py): the enterprise_roles document, as-is or extended.
     roles: RolesDocument = DEFAULT_ROLES
+    audit: AuditSettings = AuditSettings()
 
     @field_validator("issuer")
     @classmethod

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from chamberlain.audit.service import AuditService
 from chamberlain.crypto.master_key import MasterKey, load_master_key
 from chamberlain.crypto.signing_keys import KeyRing, load_signing_key
 from chamberlain.gateway.events import EventBus
@@ -105,6 +106,8 @@ class AppState:
         self.token_verifier = AccessTokenVerifier(self.issuer, self.current_keys, self.revocations)
         self.policy = Policy(settings.roles)
         self.events = EventBus()
+        self.audit = AuditService(self.database, self.master_key, settings.audit)
+        self.events.subscribe(self.audit.gateway_decision)
         self.session_binder = SessionBinder(self.master_key.derive("mcp-session"))
         subject_tokens = SubjectTokenMinter(self.issuer, self.current_keys)
         self.upstreams = UpstreamRegistry(
@@ -164,6 +167,7 @@ class AppState:
 
     async def start(self) -> None:
         await self.refresh()
+        await self.audit.start()
         await self.events.start()
         self._refresher = asyncio.create_task(self._refresh_forever())
 
@@ -174,6 +178,7 @@ class AppState:
                 await self._refresher
         await self.upstreams.aclose()
         await self.events.aclose()
+        await self.audit.aclose()
         await self.database.dispose()
 
     async def _refresh_forever(self) -> None:

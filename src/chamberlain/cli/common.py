@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
-from chamberlain.crypto.master_key import MasterKeyError
+from chamberlain.audit.events import Action, Actor, AuditEvent
+from chamberlain.audit.log import AuditLog, AuditUnavailable
+from chamberlain.crypto.master_key import MasterKeyError, load_master_key
 from chamberlain.settings import Settings, SettingsError, load_settings
 from chamberlain.state import NotInitialised
 from chamberlain.store.database import Database, create_database, pending_migrations
@@ -87,3 +90,33 @@ def read_secret_from_stdin(what: str) -> str:
     value = sys.stdin.read()
     # One trailing newline is what `echo` and here-strings add; anything else is part of the secret.
     return value[:-1] if value.endswith("\n") else value
+
+
+async def record_admin_change(
+    database: Database,
+    settings: Settings,
+    *,
+    target: str,
+    action: Action = Action.ADMIN_CHANGE,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+) -> None:
+    """Records an administrative change before it is made. Fail-closed actions (the default for admin changes)
+    must be durable first: when the audit log cannot be written the command stops and the change is not made."""
+    log = AuditLog(database, load_master_key(settings.data_dir), settings.audit)
+    await log.start()
+    try:
+        event = AuditEvent(
+            action=action,
+            outcome="success",
+            tenant=settings.tenant,
+            actor=Actor("user", f"os:{getpass.getuser()}"),
+            target=target,
+            details={"before": dict(before or {}), "after": dict(after or {}), "via": "cli"},
+        )
+        await log.record_as_configured(event)
+        await log.flush()
+    except AuditUnavailable:
+        fail("the audit log cannot be written, so the change was refused (audit.fail_closed)")
+    finally:
+        await log.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from chamberlain.cli import clients, keys, servers, users
+from chamberlain.cli import audit, clients, keys, servers, users
 from chamberlain.cli.init import init
 from chamberlain.cli.migrate import migrate
 from chamberlain.cli.serve import serve
@@ -23,6 +23,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(servers.app, name="servers")
 app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
 
 
 def main() -> None:

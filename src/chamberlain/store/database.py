@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -30,12 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 Parameters = Mapping[str, Any] | None
+ExecuteParameters = Parameters | Sequence[Mapping[str, Any]]  # a list of rows: executemany
 
 
 class Connection(Protocol):
     """What repositories use: SQLAlchemy's execute, scalar and scalars, awaited."""
 
-    async def execute(self, statement: Executable, parameters: Parameters = None) -> CursorResult[Any]: ...
+    async def execute(self, statement: Executable, parameters: ExecuteParameters = None) -> CursorResult[Any]: ...
 
     async def scalar(self, statement: Executable, parameters: Parameters = None) -> Any: ...
 
@@ -87,7 +88,7 @@ class _InlineConnection:
     def __init__(self, connection: SyncConnection) -> None:
         self._connection = connection
 
-    async def execute(self, statement: Executable, parameters: Parameters = None) -> CursorResult[Any]:
+    async def execute(self, statement: Executable, parameters: ExecuteParameters = None) -> CursorResult[Any]:
         return self._connection.execute(statement, parameters)
 
     async def scalar(self, statement: Executable, parameters: Parameters = None) -> Any:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
@@ -187,4 +188,80 @@ browser_sessions = Table(
     Column("mfa", Boolean, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
+)
+
+# -- audit (audit/): one hash chain and one RFC 6962 Merkle tree per tenant -------------------------------------
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),  # 0-based position in the tenant's chain: also its Merkle leaf index
+    Column("event_id", String(32), nullable=False, unique=True),
+    Column("time", Float, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("classification", String(64), nullable=False),
+    Column("subject", String(200), nullable=True),  # the data subject whose key encrypts the personal fields
+    Column("body", LargeBinary, nullable=True),  # canonical JSON; NULL once purged by retention
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),  # SHA-256(prev_hash || body)
+    PrimaryKeyConstraint("tenant_id", "seq"),
+    Index("ix_audit_events_time", "tenant_id", "time"),
+    Index("ix_audit_events_subject", "tenant_id", "subject"),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("tree_size", Integer, nullable=False),
+    Column("root_hash", LargeBinary, nullable=False),
+    Column("time", Float, nullable=False),
+    Column("kind", String(16), nullable=False),  # "regular", or "tombstone" when events before purged_below went
+    Column("purged_below", Integer, nullable=True),
+    Column("prev_signature", LargeBinary, nullable=True),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),  # Ed25519 over the checkpoint's canonical statement
+    PrimaryKeyConstraint("tenant_id", "number"),
+)
+
+audit_signing_keys = Table(
+    "audit_signing_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),  # raw Ed25519 public key (32 bytes)
+    Column("private_key", LargeBinary, nullable=False),  # encrypted under the master key
+    Column("created_at", Float, nullable=False),
+)
+
+audit_subject_keys = Table(
+    "audit_subject_keys",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("key", LargeBinary, nullable=True),  # encrypted under the master key; NULL once crypto-shredded
+    Column("created_at", Float, nullable=False),
+    Column("shredded_at", Float, nullable=True),
+    PrimaryKeyConstraint("tenant_id", "subject"),
+)
+
+audit_sink_cursors = Table(
+    "audit_sink_cursors",
+    metadata,
+    Column("sink", String(64), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("next_seq", Integer, nullable=False),  # the first event this sink has not yet received
+    PrimaryKeyConstraint("sink", "tenant_id"),
+)
+
+audit_legal_holds = Table(
+    "audit_legal_holds",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),  # "*" holds the whole tenant
+    Column("reason", String(500), nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "subject"),
 )

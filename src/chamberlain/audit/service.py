@@ -1,0 +1,89 @@
+"""The audit log as a running service: the writer, periodic signed checkpoints and retention, and the gateway's
+decisions turned into audit events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from chamberlain.audit.checkpoints import AuditSigner, Checkpointer
+from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
+from chamberlain.audit.log import AuditLog
+from chamberlain.audit.reader import tenants_with_events
+from chamberlain.audit.retention import purge_expired
+from chamberlain.audit.settings import AuditSettings
+from chamberlain.crypto.master_key import MasterKey
+from chamberlain.gateway.events import GatewayEvent
+from chamberlain.store.database import Database
+
+logger = logging.getLogger(__name__)
+RETENTION_INTERVAL = 3600.0  # seconds between retention runs
+_OUTCOMES: dict[str, Outcome] = {"allowed": "success", "denied": "denied", "upstream_error": "error"}
+
+
+class AuditService:
+    def __init__(self, database: Database, master_key: MasterKey, settings: AuditSettings) -> None:
+        self._database = database
+        self._master_key = master_key
+        self.settings = settings
+        self.log = AuditLog(database, master_key, settings)
+        self.checkpointer: Checkpointer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.log.start()
+        if not self.settings.enabled:
+            return
+        self.checkpointer = Checkpointer(
+            self._database, await AuditSigner.load_or_create(self._database, self._master_key)
+        )
+        self._tasks = [
+            asyncio.create_task(self.checkpointer.run_forever(self.settings.checkpoint_interval, self._tenants)),
+            asyncio.create_task(self._retain_forever()),
+        ]
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.log.aclose()
+        if self.checkpointer is not None:
+            # Sign what this process wrote, so a tail cut off after shutdown is caught by verification.
+            with contextlib.suppress(Exception):
+                for tenant in await self._tenants():
+                    await self.checkpointer.checkpoint(tenant)
+
+    def gateway_decision(self, event: GatewayEvent) -> None:
+        """EventBus subscriber: every MCP request the proxy allowed, denied or could not complete."""
+        user_acted = event.subject != event.client_id
+        target = f"mcp:{event.server}" + (f"/{event.target}" if event.target else "")
+        self.log.record(
+            AuditEvent(
+                action=Action.MCP_REQUEST,
+                outcome=_OUTCOMES[event.decision],
+                tenant=event.tenant,
+                actor=Actor("user" if user_acted else "client", event.subject),
+                target=target,
+                reason=event.reason,
+                details={"server": event.server, "method": event.method, "client_id": event.client_id},
+                time=event.at,
+            )
+        )
+
+    async def _tenants(self) -> list[str]:
+        return await tenants_with_events(self._database)
+
+    async def _retain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RETENTION_INTERVAL)
+            if self.checkpointer is None:
+                continue
+            try:
+                for tenant in await self._tenants():
+                    purge = await purge_expired(self._database, self.checkpointer, self.settings, tenant)
+                    if purge.purged:
+                        logger.info("audit retention purged %d events of tenant %s", purge.purged, tenant)
+            except Exception:
+                logger.exception("audit retention failed; it runs again in an hour")
