@@ -107,6 +107,7 @@ class AppState:
         self.policy = Policy(settings.roles)
         self.events = EventBus()
         self.audit = AuditService(self.database, self.master_key, settings.audit)
+        self.audit_hash_key = self.master_key.derive("audit-keyed-hash")  # HMAC key for values kept unreadable
         self.events.subscribe(self.audit.gateway_decision)
         self.session_binder = SessionBinder(self.master_key.derive("mcp-session"))
         subject_tokens = SubjectTokenMinter(self.issuer, self.current_keys)

@@ -134,7 +134,7 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
         return False
     if old_size == 0:
         # Every tree extends the empty one, whose head is fixed (RFC 6962 §2.1); there is nothing else to prove.
-        return not proof and old_root == EMPTY_ROOT
+        return not proof and old_root == EMPTY_ROOT and (new_size > 0 or new_root == EMPTY_ROOT)
     if old_size == new_size:
         return not proof and old_root == new_root
     if not proof:

@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from chamberlain.cli.common import ConfigFile, DataDir, console, fail, initialised_store, run, settings_from
+from chamberlain.cli.common import (
+    ConfigFile,
+    DataDir,
+    console,
+    fail,
+    initialised_store,
+    record_admin_change,
+    run,
+    settings_from,
+)
 from chamberlain.store.clients import ClientRecord, ClientRepository
 from chamberlain.store.consents import ConsentRepository
 from chamberlain.store.grants import GrantRepository
@@ -80,7 +89,12 @@ def revoke(
 
     async def revoke_client() -> int | None:
         async with initialised_store(settings) as database:
-            if not await ClientRepository(database, settings.tenant).revoke(client_id):
+            clients = ClientRepository(database, settings.tenant)
+            known = await clients.get(client_id)
+            if known is None or known.revoked_at is not None:
+                return None
+            await record_admin_change(database, settings, target=f"client:{client_id}", after={"revoked": True})
+            if not await clients.revoke(client_id):
                 return None
             grants = GrantRepository(database, settings.tenant)
             revoked = await grants.revoke_client_grants(client_id, "client_revoked")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from chamberlain.cli.common import ConfigFile, DataDir, console, initialised_store, run, settings_from
+from chamberlain.cli.common import (
+    ConfigFile,
+    DataDir,
+    console,
+    initialised_store,
+    record_admin_change,
+    run,
+    settings_from,
+)
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.crypto.signing_keys import generate_signing_key
 from chamberlain.store import keys as key_store
@@ -21,6 +29,7 @@ def rotate(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     async def rotate_key() -> str:
         async with initialised_store(settings) as database:
             new_key = generate_signing_key(settings.tokens.signing_algorithm, load_master_key(settings.data_dir))
+            await record_admin_change(database, settings, target="signing_key", after={"kid": new_key.kid})
             await key_store.rotate(database, new_key, keep_verifying_for=settings.tokens.access_token_ttl + 60)
             return new_key.kid
 

@@ -25,6 +25,7 @@ from chamberlain.cli.common import (
     fail,
     initialised_store,
     read_secret_from_stdin,
+    record_admin_change,
     run,
     settings_from,
 )
@@ -127,6 +128,7 @@ def add(
 
     async def add_server() -> None:
         async with initialised_store(settings) as database:
+            await record_admin_change(database, settings, target=f"server:{name}", after=_recordable(server_config))
             await _repository(database, settings).add(name, server_config)
 
     run(add_server())
@@ -177,7 +179,12 @@ def remove(
 
     async def remove_server() -> bool:
         async with initialised_store(settings) as database:
-            return await _repository(database, settings).remove(name)
+            repository = _repository(database, settings)
+            existing = await repository.get(name)
+            if existing is None or existing.config is None:
+                return await repository.remove(name)
+            await record_admin_change(database, settings, target=f"server:{name}", before=_recordable(existing.config))
+            return await repository.remove(name)
 
     removed = run(remove_server())
     in_config = name in settings.servers
@@ -200,6 +207,13 @@ async def _effective_servers(settings: Settings) -> tuple[list[Server], list[Ser
     async with initialised_store(settings) as database:
         stored = await _repository(database, settings).list()
     return merge_servers(configured_servers(settings), stored)
+
+
+def _recordable(config: ServerConfig) -> dict[str, Any]:
+    """The configuration as the audit log may keep it: secret values (SecretStr, the stdio environment) masked."""
+    shown: dict[str, Any] = config.model_dump(mode="json")  # SecretStr fields dump as "**********"
+    shown["env"] = {key: "**********" for key in config.env}
+    return shown
 
 
 def _transport_fields(url: str | None, command: str | None) -> dict[str, Any]:

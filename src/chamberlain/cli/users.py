@@ -15,6 +15,7 @@ from chamberlain.cli.common import (
     fail,
     initialised_store,
     read_secret_from_stdin,
+    record_admin_change,
     run,
     settings_from,
 )
@@ -49,6 +50,7 @@ def add(
 
     async def add_user() -> None:
         async with initialised_store(settings) as database:
+            await record_admin_change(database, settings, target=f"user:{name}", after={"roles": list(role)})
             await UserRepository(database, settings.tenant).add(name, password_hash, tuple(role))
 
     run(add_user())
@@ -103,6 +105,8 @@ def totp(
             user = await users.get_by_username(name)
             if user is None:
                 return False
+            after = {"totp": "removed" if disable else "enrolled"}
+            await record_admin_change(database, settings, target=f"user:{user.id}", after=after)
             secret = None if disable else encrypt_seed(seed, user.id, load_master_key(settings.data_dir))
             await users.set_totp_secret(user.id, secret)
             return True

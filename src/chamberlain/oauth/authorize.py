@@ -14,6 +14,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from chamberlain.audit import emit
 from chamberlain.crypto.tokens import digest, new_secret
 from chamberlain.oauth import pkce
 from chamberlain.oauth.clients import Client
@@ -200,6 +201,15 @@ async def _continue(
     }
     if decision == "allow":
         await app.consents.record(**consent)
+        emit.consent(
+            app.audit.log,
+            app.settings.tenant,
+            signed.user.id,
+            authorization.client.client_id,
+            given=True,
+            scope=consent["scope"],
+            resource=consent["resource"],
+        )
     elif "consent" in authorization.prompt or not await app.consents.exists(**consent):
         if "none" in authorization.prompt:
             raise _redirect_error(authorization, "consent_required", "the user has not approved this client")

@@ -14,6 +14,8 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from chamberlain.audit import emit
+from chamberlain.audit.events import Action
 from chamberlain.crypto.tokens import digest, new_secret
 from chamberlain.oauth.client_metadata import parse_client_metadata
 from chamberlain.oauth.errors import INVALID_CLIENT_METADATA, NO_STORE, OAuthError
@@ -37,6 +39,8 @@ async def register(request: Request) -> Response:
     client_id = str(uuid.uuid4())
     secret = None if metadata.token_endpoint_auth_method in ("none", "private_key_jwt") else new_secret()
     await app.clients.add(client_id, "dynamic", metadata.to_dict(), digest(secret) if secret else None)
+    details = {"registration": "dynamic", "grant_types": list(metadata.grant_types)}
+    emit.client_event(app.audit.log, app.settings.tenant, Action.CLIENT_REGISTERED, client_id, details)
     # RFC 7591 §3.2.1: the response echoes the registered metadata, with the values the server chose.
     body = {**metadata.to_dict(), "client_id": client_id, "client_id_issued_at": int(time.time())}
     if secret is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chamberlain.audit import emit
+from chamberlain.audit.events import Action
 from chamberlain.crypto.tokens import digest
 from chamberlain.oauth.access_tokens import InvalidAccessToken
 from chamberlain.oauth.errors import INVALID_REQUEST, NO_STORE, UNSUPPORTED_TOKEN_TYPE, OAuthError
@@ -38,6 +40,9 @@ async def revoke(request: Request) -> Response:
         else:
             await _revoke_access_token(app, token, client.client_id)
         await app.sync_revocations()
+        # RFC 7009 §2.2: the answer is the same whether or not anything was revoked; the record says what was asked.
+        details = {"token_type_hint": hint or "", "refresh_token": found is not None}
+        emit.client_event(app.audit.log, app.settings.tenant, Action.TOKEN_REVOKED, client.client_id, details)
     except OAuthError as failure:
         return failure.to_response()
     return Response(status_code=200, headers=NO_STORE)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chamberlain.audit import emit
 from chamberlain.oauth.clients import Client
 from chamberlain.oauth.errors import UNAUTHORIZED_CLIENT, UNSUPPORTED_GRANT_TYPE, OAuthError
 from chamberlain.oauth.forms import read_form
@@ -27,6 +28,7 @@ GRANTS: dict[str, Grant] = {
 async def token(request: Request) -> Response:
     """POST /token"""
     app: AppState = request.app.state.chamberlain
+    grant_type, client_id = "", None
     try:
         form = await read_form(request)
         grant_type = form.get("grant_type", "")
@@ -34,9 +36,12 @@ async def token(request: Request) -> Response:
         if grant is None:
             raise OAuthError(UNSUPPORTED_GRANT_TYPE, f"grant_type must be one of: {', '.join(GRANTS)}")
         client = await app.client_authenticator.authenticate(form, request.headers.get("authorization"))
+        client_id = client.client_id
         if grant_type not in client.metadata.grant_types:
             raise OAuthError(UNAUTHORIZED_CLIENT, f"this client is not registered for the {grant_type} grant")
         issued = await grant(app, client, form)
     except OAuthError as failure:
+        emit.token_refused(app.audit.log, app.settings.tenant, grant_type[:64], client_id, failure.error)
         return failure.to_response()
+    emit.token_issued(app.audit.log, request, grant_type, issued.access_token.claims)
     return issued.to_response()

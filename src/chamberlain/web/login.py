@@ -5,7 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from chamberlain.identity.local_login import LoginOutcome, authenticate
+from chamberlain.audit import emit
+from chamberlain.identity.local_login import LoginOutcome, LoginResult, authenticate
 from chamberlain.identity.passwords import PasswordPolicyError, hash_password, verify_password
 from chamberlain.oauth.authorize import (
     LOGIN_PURPOSE,
@@ -53,6 +54,7 @@ async def submit_login(request: Request) -> Response:
         password=fields.get("password", ""),
         totp=fields.get("totp") or None,
     )
+    _audit_sign_in(app, request, username, result)
     if result.outcome is not LoginOutcome.OK or result.user is None:
         return login_page(
             app,
@@ -66,6 +68,20 @@ async def submit_login(request: Request) -> Response:
     if result.user.must_change_password:
         return _change_password_page(app, request, result.user, authorization)
     return await _signed_in(app, request, result.user, authorization)
+
+
+def _audit_sign_in(app: AppState, request: Request, username: str, result: LoginResult) -> None:
+    if result.outcome is LoginOutcome.TOTP_REQUIRED:
+        return  # the password was right and the second factor is still to come: not an outcome yet
+    emit.sign_in(
+        app.audit.log,
+        request,
+        app.settings.tenant,
+        user_id=result.user.id if result.user else None,
+        username_hash=emit.keyed_hash(app.audit_hash_key, username),
+        outcome="success" if result.outcome is LoginOutcome.OK else "failure",
+        reason=None if result.outcome is LoginOutcome.OK else result.outcome.value,
+    )
 
 
 async def submit_new_password(request: Request) -> Response:
