@@ -106,13 +106,16 @@ class AppState:
         self.token_verifier = AccessTokenVerifier(self.issuer, self.current_keys, self.revocations)
         self.policy = Policy(settings.roles)
         self.events = EventBus()
-        self.audit = AuditService(self.database, self.master_key, settings.audit)
+        self.audit = AuditService(self.database, self.master_key, settings.audit, tenant)
         self.audit_hash_key = self.master_key.derive("audit-keyed-hash")  # HMAC key for values kept unreadable
         self.events.subscribe(self.audit.gateway_decision)
         self.session_binder = SessionBinder(self.master_key.derive("mcp-session"))
         subject_tokens = SubjectTokenMinter(self.issuer, self.current_keys)
         self.upstreams = UpstreamRegistry(
-            self.builtin_upstream, lambda config: credentials_for(config.credential, subject_tokens=subject_tokens)
+            self.builtin_upstream,
+            lambda name, config: credentials_for(
+                config.credential, subject_tokens=subject_tokens, on_use=self.audit.credential_use(name)
+            ),
         )
         self._configured_servers = configured_servers(settings)
         self._known_servers: frozenset[str] | None = None

@@ -9,6 +9,7 @@ Servers (all reach the same test upstream, tests/support/upstream_server.py):
   down    nothing listens there
   local   the upstream as a stdio process the gateway runs
   exchanged  as plain, with an RFC 8693 token exchange at a stand-in authorization server for a per-user token
+  machine as plain, with a client-credentials token from that stand-in
 The developer role (the test user alice) reaches them all with `delete_*` tools denied; guest (bob) only `demo`;
 admin (carol) everything.
 """
@@ -32,7 +33,7 @@ UPSTREAM_SECRET = "upstream-api-key-d41d8cd9"
 GUEST, GUEST_PASSWORD = "bob", "bob's long password 1"
 ADMIN, ADMIN_PASSWORD = "carol", "carol's long password 1"  # the bootstrap admin must change its password first
 PASSWORDS = {GUEST: GUEST_PASSWORD, ADMIN: ADMIN_PASSWORD}
-SERVERS_WITH_RULES = ("up", "plain", "keyed", "slow", "broken", "down", "local", "exchanged")
+SERVERS_WITH_RULES = ("up", "plain", "keyed", "slow", "broken", "down", "local", "exchanged", "machine")
 EXCHANGE_CLIENT, EXCHANGE_SECRET = "chamberlain-at-upstream", "exchange-secret-7f3a"
 UPSTREAM_AUDIENCE = "https://upstream.example/mcp"
 ROLES: dict[str, Any] = {
@@ -58,7 +59,7 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def gateway_with_upstreams(data_dir: Path) -> Iterator[Gateway]:
+def gateway_with_upstreams(data_dir: Path, **settings: Any) -> Iterator[Gateway]:
     with (
         http_upstream() as stateful,
         http_upstream("--stateless", "--json-response") as plain,
@@ -79,6 +80,15 @@ def gateway_with_upstreams(data_dir: Path) -> Iterator[Gateway]:
             "broken": {"url": garbage.url},
             "down": {"url": f"http://127.0.0.1:{free_port()}/mcp", "timeout": 2},
             "local": stdio_server_config().model_dump(exclude_defaults=True),
+            "machine": {  # the gateway's own OAuth token (client credentials) at the stand-in
+                "url": plain.url,
+                "credential": {
+                    "type": "client_credentials",
+                    "token_endpoint": authorization_server.token_endpoint,
+                    "client_id": EXCHANGE_CLIENT,
+                    "client_secret": EXCHANGE_SECRET,
+                },
+            },
             "exchanged": {
                 "url": plain.url,
                 "credential": {
@@ -90,7 +100,7 @@ def gateway_with_upstreams(data_dir: Path) -> Iterator[Gateway]:
                 },
             },
         }
-        with running_server(data_dir, servers=servers, roles=ROLES) as running:
+        with running_server(data_dir, servers=servers, roles=ROLES, **settings) as running:
             asyncio.run(_add_users(running))
             authorization_server.subject_issuer = running.base_url
             authorization_server.subject_jwks = running.base_url + "/jwks.json"

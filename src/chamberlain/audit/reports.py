@@ -20,8 +20,6 @@ JSON shape (`REPORT_JSON_SCHEMA` below is the contract):
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
 import json
 import re
@@ -34,6 +32,7 @@ from typing import Any, Literal
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from chamberlain.audit.emit import keyed_hash
 from chamberlain.audit.events import Action
 from chamberlain.audit.records import StoredEvent
 from chamberlain.audit.security_scan import DAY, Inventory, ScanLimits, events_in, server_credential_target
@@ -135,7 +134,7 @@ class EventTally:
             self._note("sign_in", event)
             if event.outcome != "success":
                 self._note("failed_sign_in", event)
-                self.failed_sign_in_targets[self.keyed(_target_of(public))] += 1
+                self.failed_sign_in_targets[self.keyed(_sign_in_target(public, details))] += 1
         elif action == Action.MCP_REQUEST:
             self._note("mcp_request", event)
             if event.outcome == "denied":
@@ -164,7 +163,7 @@ class EventTally:
             self.access_changes += 1
 
     def keyed(self, value: str) -> str:
-        return hmac.new(self.target_key, value.encode(), hashlib.sha256).hexdigest()[:16]
+        return keyed_hash(self.target_key, value)[:16]
 
     def count(self, *actions: str, outcome: str | None = None) -> int:
         return sum(n for (action, result), n in self.counts.items() if action in actions and outcome in (None, result))
@@ -178,11 +177,13 @@ class EventTally:
             ids.append(event.event_id)
 
 
-def _target_of(public: dict[str, Any]) -> str:
+def _sign_in_target(public: dict[str, Any], details: dict[str, Any]) -> str:
+    """The account tried: the user when it exists, else the keyed hash of the name typed (audit/emit.py)."""
     target = public.get("target")
     if isinstance(target, str) and target:
         return target
-    return _actor_of(public)
+    username_hash = details.get("username_hash")
+    return f"username:{username_hash}" if isinstance(username_hash, str) else _actor_of(public)
 
 
 def _actor_of(public: dict[str, Any]) -> str:

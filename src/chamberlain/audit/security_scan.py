@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -535,6 +536,66 @@ def scan_configuration(
 def by_severity(findings: Iterable[Finding]) -> list[Finding]:
     """Most severe first; ties keep the order of the checks."""
     return sorted(findings, key=lambda finding: -severity_rank(finding.severity))
+
+
+def fails(findings: Iterable[Finding], fail_on: Severity) -> bool:
+    return any(severity_rank(finding.severity) >= severity_rank(fail_on) for finding in findings)
+
+
+def scan_document(
+    findings: list[Finding], *, tenant: str, fail_on: Severity, now: float | None = None
+) -> dict[str, Any]:
+    """The JSON output (`SCAN_JSON_SCHEMA` is its contract)."""
+    scanned_at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    return {
+        "report": "security-scan",
+        "version": 1,
+        "tenant": tenant,
+        "scanned_at": scanned_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "fail_on": fail_on,
+        "failed": fails(findings, fail_on),
+        "summary": {severity: sum(finding.severity == severity for finding in findings) for severity in SEVERITIES},
+        "findings": [finding.as_dict() for finding in findings],
+    }
+
+
+SCAN_JSON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["report", "version", "tenant", "scanned_at", "fail_on", "failed", "summary", "findings"],
+    "additionalProperties": False,
+    "properties": {
+        "report": {"const": "security-scan"},
+        "version": {"const": 1},
+        "tenant": {"type": "string"},
+        "scanned_at": {"type": "string"},
+        "fail_on": {"enum": list(SEVERITIES)},
+        "failed": {"type": "boolean"},
+        "summary": {
+            "type": "object",
+            "required": list(SEVERITIES),
+            "additionalProperties": False,
+            "properties": {severity: {"type": "integer", "minimum": 0} for severity in SEVERITIES},
+        },
+        "findings": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "severity", "title", "detail", "target", "fix", "location"],
+                "additionalProperties": False,
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[a-z0-9-]+$"},
+                    "severity": {"enum": list(SEVERITIES)},
+                    "title": {"type": "string", "minLength": 1},
+                    "detail": {"type": "string"},
+                    "target": {"type": "string", "minLength": 1},
+                    "fix": {"type": "string", "minLength": 1},
+                    "location": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
 
 
 # -- dependencies ------------------------------------------------------------------------------------------------

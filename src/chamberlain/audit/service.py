@@ -9,12 +9,14 @@ import logging
 
 from chamberlain.audit.checkpoints import AuditSigner, Checkpointer
 from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
-from chamberlain.audit.log import AuditLog
+from chamberlain.audit.log import AuditLog, AuditUnavailable
 from chamberlain.audit.reader import tenants_with_events
 from chamberlain.audit.retention import purge_expired
 from chamberlain.audit.settings import AuditSettings
 from chamberlain.crypto.master_key import MasterKey
 from chamberlain.gateway.events import GatewayEvent
+from chamberlain.gateway.upstream import UpstreamError
+from chamberlain.gateway.upstream_credentials import CredentialUse
 from chamberlain.store.database import Database
 
 logger = logging.getLogger(__name__)
@@ -23,11 +25,13 @@ _OUTCOMES: dict[str, Outcome] = {"allowed": "success", "denied": "denied", "upst
 
 
 class AuditService:
-    def __init__(self, database: Database, master_key: MasterKey, settings: AuditSettings) -> None:
+    def __init__(self, database: Database, master_key: MasterKey, settings: AuditSettings, tenant: str) -> None:
         self._database = database
+        self._tenant = tenant
         self._master_key = master_key
         self.settings = settings
         self.log = AuditLog(database, master_key, settings)
+        self.mcp_requests_durable = settings.enabled and Action.MCP_REQUEST in settings.fail_closed
         self.checkpointer: Checkpointer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -57,20 +61,31 @@ class AuditService:
 
     def gateway_decision(self, event: GatewayEvent) -> None:
         """EventBus subscriber: every MCP request the proxy allowed, denied or could not complete."""
-        user_acted = event.subject != event.client_id
-        target = f"mcp:{event.server}" + (f"/{event.target}" if event.target else "")
-        self.log.record(
-            AuditEvent(
-                action=Action.MCP_REQUEST,
-                outcome=_OUTCOMES[event.decision],
-                tenant=event.tenant,
-                actor=Actor("user" if user_acted else "client", event.subject),
-                target=target,
-                reason=event.reason,
-                details={"server": event.server, "method": event.method, "client_id": event.client_id},
-                time=event.at,
+        if self.mcp_requests_durable and event.decision == "allowed":
+            return  # the proxy recorded it durably before sending it upstream
+        self.log.record(_mcp_event(event))
+
+    async def record_gateway_decision_durably(self, event: GatewayEvent) -> None:
+        await self.log.record_durably(_mcp_event(event))
+
+    def credential_use(self, server: str) -> CredentialUse:
+        """What the upstream credentials of `server` call before a stored secret is used (credential.read)."""
+
+        async def record(grant_type: str) -> None:
+            event = AuditEvent(
+                action=Action.CREDENTIAL_READ,
+                outcome="success",
+                tenant=self._tenant,
+                actor=Actor("service", "gateway"),
+                target=f"upstream:{server}",
+                details={"grant_type": grant_type},
             )
-        )
+            try:
+                await self.log.record_as_configured(event)
+            except AuditUnavailable:
+                raise UpstreamError("unavailable", "the audit log is unavailable, so no credential was used") from None
+
+        return record
 
     async def _tenants(self) -> list[str]:
         return await tenants_with_events(self._database)
@@ -87,3 +102,17 @@ class AuditService:
                         logger.info("audit retention purged %d events of tenant %s", purge.purged, tenant)
             except Exception:
                 logger.exception("audit retention failed; it runs again in an hour")
+
+
+def _mcp_event(event: GatewayEvent) -> AuditEvent:
+    user_acted = event.subject != event.client_id  # a client-credentials token's subject is its client
+    return AuditEvent(
+        action=Action.MCP_REQUEST,
+        outcome=_OUTCOMES[event.decision],
+        tenant=event.tenant,
+        actor=Actor("user" if user_acted else "client", event.subject),
+        target=f"mcp:{event.server}" + (f"/{event.target}" if event.target else ""),
+        reason=event.reason,
+        details={"server": event.server, "method": event.method, "client_id": event.client_id},
+        time=event.at,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from chamberlain.cli import audit, clients, keys, servers, users
+from chamberlain.cli.compliance import compliance_report, security_scan
 from chamberlain.cli.init import init
 from chamberlain.cli.migrate import migrate
 from chamberlain.cli.serve import serve
@@ -24,6 +25,8 @@ app.add_typer(servers.app, name="servers")
 app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.command("compliance-report")(compliance_report)
+app.command("security-scan")(security_scan)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from chamberlain.audit.log import AuditUnavailable
 from chamberlain.gateway import jsonrpc
 from chamberlain.gateway.events import Decision, GatewayEvent
 from chamberlain.gateway.jsonrpc import ClientMessage, InvalidMessage, RequestId
@@ -108,6 +109,7 @@ class _Exchange:
         self.access: NamePolicy = _NOTHING
         self.listed: dict[RequestId | None, str] = {}  # ids of list requests -> method, to filter their answers
         self.pending: list[RequestId] = []  # ids of requests that must get an answer
+        self.allowed: list[GatewayEvent] = []  # this request's allowed decisions (recorded first when fail-closed)
 
     # -- POST: one JSON-RPC message (or a batch in 2025-03-26) --------------------------------------------------
 
@@ -143,6 +145,8 @@ class _Exchange:
             return
         if refusals:
             await self._answer_refusals(messages, refusals, batch)
+            return
+        if not await self._audited_first():
             return
         self.listed = {message.id: message.method for message in messages if message.method in LIST_METHODS}
         self.pending = [message.id for message in messages if message.kind == "request" and message.id is not None]
@@ -200,6 +204,8 @@ class _Exchange:
         if not await self._server_allowed(method):
             return
         self._emit("allowed", method, None, None)
+        if not await self._audited_first():
+            return
         await self._relay(UpstreamRequest(method, self.forwarded, b"", self.principal, long_lived=method == "GET"))
 
     # -- the upstream round trip --------------------------------------------------------------------------------
@@ -374,18 +380,26 @@ class _Exchange:
 
     def _emit(self, decision: Decision, method: str | None, target: str | None, reason: str | None) -> None:
         principal = self.principal
-        self.app.events.emit(
-            GatewayEvent(
-                decision,
-                self.server.name,
-                method,
-                target,
-                principal.tenant,
-                principal.subject,
-                principal.client_id,
-                reason,
-            )
+        event = GatewayEvent(
+            decision, self.server.name, method, target, principal.tenant, principal.subject, principal.client_id, reason
         )
+        if decision == "allowed":
+            self.allowed.append(event)
+        self.app.events.emit(event)
+
+    async def _audited_first(self) -> bool:
+        """Where MCP requests are configured fail-closed (audit.fail_closed lists mcp.request), their records must
+        be committed before anything goes upstream; when the audit log is down the request is refused."""
+        if not self.app.audit.mcp_requests_durable:
+            return True
+        try:
+            for event in self.allowed:
+                await self.app.audit.record_gateway_decision_durably(event)
+        except AuditUnavailable:
+            first = self.pending[0] if self.pending else None
+            await self._refuse(503, first, jsonrpc.AUDIT_UNAVAILABLE, "the audit log is unavailable; nothing was sent")
+            return False
+        return True
 
 
 def _filter(document: Any, access: NamePolicy, listed: dict[RequestId | None, str]) -> bool:

@@ -56,6 +56,10 @@ _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1: what may fol
 _ERROR_CODE = re.compile(r"[a-z0-9_]{1,64}")  # RFC 6749 §5.2 codes seen in practice; anything else is not logged
 
 
+# Called with the grant type before a stored secret is sent to a token endpoint; raises UpstreamError to stop it.
+CredentialUse = Callable[[str], Awaitable[None]]
+
+
 class UpstreamCredentials(Protocol):
     async def headers(self, principal: AccessTokenClaims) -> Headers:
         """The headers that authenticate the gateway to the upstream for `principal`; UpstreamError if none."""
@@ -100,6 +104,7 @@ def credentials_for(
     http: httpx.AsyncClient | None = None,
     clock: Callable[[], float] = time.monotonic,
     cache_size: int = EXCHANGE_CACHE_SIZE,
+    on_use: CredentialUse | None = None,
 ) -> UpstreamCredentials:
     """The credentials for one upstream. `http` is used as given and left open; without it one is made and closed
     by `aclose`. `clock` (monotonic seconds) decides when cached tokens are renewed."""
@@ -107,7 +112,7 @@ def credentials_for(
         return NoCredentials()
     if isinstance(config, HeaderCredential):
         return StaticHeader(config.header, config.value)
-    endpoint = TokenEndpoint(config.token_endpoint, config.client_id, config.client_secret, http, clock)
+    endpoint = TokenEndpoint(config.token_endpoint, config.client_id, config.client_secret, http, clock, on_use)
     if isinstance(config, ClientCredentialsCredential):
         return ClientCredentials(config, endpoint, clock)
     if isinstance(config, TokenExchangeCredential):
@@ -157,8 +162,10 @@ class TokenEndpoint:
         client_secret: SecretStr,
         http: httpx.AsyncClient | None,
         clock: Callable[[], float],
+        on_use: CredentialUse | None = None,
     ) -> None:
         self.url = url
+        self._on_use = on_use
         parts = urlsplit(url)
         # What the log names: no user info or query string, where an admin might have put a secret.
         self._log_name = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
@@ -172,6 +179,9 @@ class TokenEndpoint:
     async def request(self, form: dict[str, str]) -> tuple[dict[str, Any], float]:
         """Posts one token request; returns the successful JSON answer and the clock time the request started."""
         started = self._clock()
+        if self._on_use is not None:
+            # Using the stored secret is a credential read: recorded (durably, by default) before it happens.
+            await self._on_use(form["grant_type"])
         try:
             status, body = await self._post(form)
         except httpx.HTTPError as exc:

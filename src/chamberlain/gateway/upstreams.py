@@ -17,7 +17,7 @@ from chamberlain.store.servers import Server
 logger = logging.getLogger(__name__)
 RETIRE_AFTER = 60.0  # seconds an upstream replaced by a new configuration keeps serving requests already under way
 
-CredentialsFactory = Callable[[ServerConfig], UpstreamCredentials]
+CredentialsFactory = Callable[[str, ServerConfig], UpstreamCredentials]  # (server name, its configuration)
 
 
 class UpstreamRegistry:
@@ -38,7 +38,7 @@ class UpstreamRegistry:
         if config.command is not None:
             upstream = StdioUpstream(server.name, config)
         else:
-            upstream = HttpUpstream(server.name, config, self._credentials(config))
+            upstream = HttpUpstream(server.name, config, self._credentials(server.name, config))
         self._live[server.name] = (config, upstream)
         if live is not None:
             self._retire(live[1])
