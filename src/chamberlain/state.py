@@ -11,6 +11,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from chamberlain.audit.emit import keyed_hash_key
 from chamberlain.audit.service import AuditService
 from chamberlain.crypto.master_key import MasterKey, load_master_key
 from chamberlain.crypto.signing_keys import KeyRing, load_signing_key
@@ -107,7 +108,7 @@ class AppState:
         self.policy = Policy(settings.roles)
         self.events = EventBus()
         self.audit = AuditService(self.database, self.master_key, settings.audit, tenant)
-        self.audit_hash_key = self.master_key.derive("audit-keyed-hash")  # HMAC key for values kept unreadable
+        self.audit_hash_key = keyed_hash_key(self.master_key)  # HMAC key for values kept unreadable
         self.events.subscribe(self.audit.gateway_decision)
         self.session_binder = SessionBinder(self.master_key.derive("mcp-session"))
         subject_tokens = SubjectTokenMinter(self.issuer, self.current_keys)

@@ -16,9 +16,15 @@ from starlette.requests import Request
 
 from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
 from chamberlain.audit.log import AuditLog
+from chamberlain.crypto.master_key import MasterKey
 from chamberlain.oauth.access_tokens import AccessTokenClaims
 
 _GRANT_ACTIONS = {"refresh_token": Action.TOKEN_REFRESHED}
+
+
+def keyed_hash_key(master_key: MasterKey) -> bytes:
+    """The HMAC key for keyed hashes in the audit log: one per store, so hashes compare across events."""
+    return master_key.derive("audit-keyed-hash")
 
 
 def keyed_hash(key: bytes, value: str) -> str:
@@ -39,21 +45,25 @@ def sign_in(
     username_hash: str,
     outcome: Outcome,
     reason: str | None,
+    second_factor: bool = False,
 ) -> None:
+    """A sign-in attempt; with `second_factor`, also the MFA step it passed (TOTP, RFC 6238)."""
     actor = Actor("user", user_id) if user_id else Actor("user", f"unknown:{username_hash[:16]}")
-    log.record(
-        AuditEvent(
-            action=Action.SIGN_IN,
-            outcome=outcome,
-            tenant=tenant,
-            actor=actor,
-            target=f"user:{user_id}" if user_id else None,
-            reason=reason,
-            details={"method": "local", "username_hash": username_hash},
-            personal=source_ip(request),
-            subject=user_id,
+    actions = [Action.SIGN_IN, Action.MFA] if second_factor else [Action.SIGN_IN]
+    for action in actions:
+        log.record(
+            AuditEvent(
+                action=action,
+                outcome=outcome,
+                tenant=tenant,
+                actor=actor,
+                target=f"user:{user_id}" if user_id else None,
+                reason=reason,
+                details={"method": "totp" if action is Action.MFA else "local", "username_hash": username_hash},
+                personal=source_ip(request),
+                subject=user_id,
+            )
         )
-    )
 
 
 def token_issued(log: AuditLog, request: Request, grant_type: str, claims: AccessTokenClaims) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from chamberlain.audit.checkpoints import Checkpoint, key_id_of, load_checkpoints, signature_valid
 from chamberlain.audit.merkle import inclusion_proof, leaf_hash, verify_inclusion
+from chamberlain.audit.records import parse_body
 from chamberlain.store.database import Database
 from chamberlain.store.schema import audit_events
 
@@ -56,6 +57,7 @@ def check_proof_document(document: dict[str, Any], public_key: bytes) -> list[st
     """What is wrong with a proof (empty when it holds), checked against this public key only."""
     try:
         checkpoint = Checkpoint.from_json(document["checkpoint"])
+        event_id = str(document["event_id"])
         seq = int(document["seq"])
         record = bytes.fromhex(document["record_hash"])
         previous = bytes.fromhex(document["prev_hash"])
@@ -68,10 +70,25 @@ def check_proof_document(document: dict[str, Any], public_key: bytes) -> list[st
         problems.append("the checkpoint was signed with another key than the one given")
     elif not signature_valid(checkpoint, {checkpoint.key_id: public_key}):
         problems.append("the checkpoint's signature is not valid")
-    if body is not None and hashlib.sha256(previous + body).digest() != record:
+    # The event id and tenant the proof names are claims until the hashed body says so: without this check, a valid
+    # proof for one event could be relabelled as a proof for another.
+    if body is None:
+        problems.append("the proof carries no record body (purged?), so it cannot show which event the record is")
+    elif hashlib.sha256(previous + body).digest() != record:
         problems.append("the record's body does not match its hash")
+    elif _names(body) != (event_id, document.get("tenant")):
+        problems.append("the record is not the event the proof names")
     if checkpoint.tenant != document.get("tenant"):
         problems.append("the checkpoint belongs to another tenant")
     if not verify_inclusion(leaf_hash(record), seq, checkpoint.tree_size, path, checkpoint.root_hash):
         problems.append("the audit path does not lead to the checkpoint's root")
     return problems
+
+
+def _names(body: bytes) -> tuple[object, object]:
+    """The (event id, tenant) a record's body names."""
+    try:
+        public, _, _ = parse_body(body)
+    except (ValueError, KeyError, TypeError, AttributeError):  # not a record body at all
+        return None, None
+    return public.get("id"), public.get("tenant")

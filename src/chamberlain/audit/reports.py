@@ -47,8 +47,6 @@ TOP = 5
 _LIMITS = ScanLimits()
 # admin.change targets that grant or take away access: the evidence of provisioning and access reviews.
 _ACCESS_TARGET_KINDS = ("user:", "role", "client:", "grant:", "consent:")
-# A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 # -- the period --------------------------------------------------------------------------------------------------
@@ -131,7 +129,8 @@ class EventTally:
         details: dict[str, Any] = public["details"] if isinstance(public.get("details"), dict) else {}
         action = event.action
         if action in (Action.SIGN_IN, Action.MFA):
-            self._note("sign_in", event)
+            if action == Action.MFA:
+                self._note("mfa", event)
             if event.outcome != "success":
                 self._note("failed_sign_in", event)
                 self.failed_sign_in_targets[self.keyed(_sign_in_target(public, details))] += 1
@@ -211,10 +210,11 @@ class Assessment:
 
 @dataclass(frozen=True, slots=True)
 class Observations:
-    tally: EventTally
-    inventory: Inventory
+    tally: EventTally  # the period's events
+    inventory: Inventory  # the store as it is now
     settings: Settings
     period: Period
+    now: float = field(default_factory=time.time)  # ages of keys and accounts are measured now, like the inventory
 
 
 Measure = Callable[[Observations], Assessment]
@@ -247,12 +247,12 @@ def mfa_coverage(seen: Observations) -> Assessment:
         f"{admins_enrolled}/{len(admins)} administrators."
     )
     status: Status = "evidenced" if enrolled == len(active) else "gap"
-    return Assessment(status, summary, figures, seen.tally.evidence("sign_in", mfa_events, users=len(active)))
+    return Assessment(status, summary, figures, seen.tally.evidence("mfa", mfa_events, users=len(active)))
 
 
 def access_reviews(seen: Observations) -> Assessment:
     active = [user for user in seen.inventory.users if not user.disabled]
-    stale_after = seen.period.until - 90 * DAY
+    stale_after = seen.now - 90 * DAY
     stale = [user for user in active if (user.last_login_at or 0.0) < stale_after]
     figures = {
         "access_changes": seen.tally.access_changes,
@@ -293,7 +293,7 @@ def access_enforcement(seen: Observations) -> Assessment:
 
 
 def credential_rotation(seen: Observations) -> Assessment:
-    now = seen.period.until
+    now = seen.now
     signing = [key for key in seen.inventory.signing_keys if key.signing]
     key_age = max((int((now - key.created_at) // DAY) for key in signing), default=0)
     ages = {
@@ -582,15 +582,15 @@ CSV_COLUMNS = (
 
 
 def to_csv(report: ComplianceReport) -> str:
-    """One row per control; figures as a JSON object in one cell."""
+    """One row per control; figures as a JSON object in one cell. Values from events appear only inside that
+    object, so no cell can begin with '=', '+', '-' or '@' and be taken for a spreadsheet formula."""
     document = report.as_dict()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for control in document["controls"]:
         writer.writerow(
-            _cell(value)
-            for value in (
+            (
                 report.framework,
                 control["id"],
                 control["reference"],
@@ -603,11 +603,6 @@ def to_csv(report: ComplianceReport) -> str:
             )
         )
     return buffer.getvalue()
-
-
-def _cell(value: object) -> str:
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 _templates = Environment(

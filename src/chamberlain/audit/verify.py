@@ -73,13 +73,14 @@ def verify_records(
     tenant: str, rows: Iterable[Row], checkpoints: list[Checkpoint], public_keys: dict[str, bytes]
 ) -> Verification:
     """Checks every record in seq order against the chain, then the tree against each signed checkpoint."""
-    problem = verify_checkpoint_chain(tenant, checkpoints, public_keys)
-    if problem is not None:
-        return Verification(tenant, 0, len(checkpoints), problem)
+    # A broken checkpoint chain spoils that checkpoint and every later one, not the records: check the records
+    # against the checkpoints before the break, then name the first record that no valid checkpoint vouches for.
+    chain_problem = verify_checkpoint_chain(tenant, checkpoints, public_keys)
+    trusted = checkpoints if chain_problem is None else checkpoints[: chain_problem.checkpoint]
     at_size: dict[int, list[Checkpoint]] = {}
-    for checkpoint in checkpoints:
+    for checkpoint in trusted:
         at_size.setdefault(checkpoint.tree_size, []).append(checkpoint)
-    purged_below = max((c.purged_below or 0 for c in checkpoints if c.kind == "tombstone"), default=0)
+    purged_below = max((c.purged_below or 0 for c in trusted if c.kind == "tombstone"), default=0)
     vouched = 0  # records covered by a checkpoint whose root matched
     expected_previous = genesis_hash(tenant)
     tree = TreeBuilder()
@@ -110,13 +111,17 @@ def verify_records(
                 )
                 return failed(Problem(message, seq=vouched, checkpoint=checkpoint.number))
             vouched = count
-    for checkpoint in checkpoints:
+    for checkpoint in trusted:
         if checkpoint.tree_size > count:
             message = (
                 f"the log ends after {count} records but checkpoint {checkpoint.number} vouches for "
                 f"{checkpoint.tree_size}: records from {count} on were removed"
             )
             return failed(Problem(message, seq=count, checkpoint=checkpoint.number))
+    if chain_problem is not None:
+        unvouched = trusted[-1].tree_size if trusted else 0
+        message = f"{chain_problem.message}: records from {unvouched} on are not vouched for by a valid checkpoint"
+        return failed(Problem(message, seq=unvouched, checkpoint=chain_problem.checkpoint))
     return Verification(tenant, count, len(checkpoints), None)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from chamberlain.audit.emit import keyed_hash, keyed_hash_key
 from chamberlain.cli.common import (
     ConfigFile,
     DataDir,
@@ -50,7 +51,9 @@ def add(
 
     async def add_user() -> None:
         async with initialised_store(settings) as database:
-            await record_admin_change(database, settings, target=f"user:{name}", after={"roles": list(role)})
+            # A user name is personal data: the record names the new account by a keyed hash of it, never in clear.
+            hashed = keyed_hash(keyed_hash_key(load_master_key(settings.data_dir)), name)[:16]
+            await record_admin_change(database, settings, target=f"user-name:{hashed}", after={"roles": list(role)})
             await UserRepository(database, settings.tenant).add(name, password_hash, tuple(role))
 
     run(add_user())

@@ -81,6 +81,7 @@ def _audit_sign_in(app: AppState, request: Request, username: str, result: Login
         username_hash=emit.keyed_hash(app.audit_hash_key, username),
         outcome="success" if result.outcome is LoginOutcome.OK else "failure",
         reason=None if result.outcome is LoginOutcome.OK else result.outcome.value,
+        second_factor=result.user is not None and result.user.totp_secret is not None,
     )
 
 

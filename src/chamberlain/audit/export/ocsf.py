@@ -121,6 +121,7 @@ def to_ocsf(event: StoredEvent) -> dict[str, Any]:
     endpoint = _source_endpoint(event)
     if cls is AUTHENTICATION:
         document["user"] = _authenticated_user(event)
+        document["service"] = {"name": "Chamberlain"}  # what was signed in to: OCSF wants a service or dst_endpoint
         document["is_mfa"] = event.action == Action.MFA
         if endpoint is not None:
             document["src_endpoint"] = endpoint
@@ -226,4 +227,6 @@ def _evidence(event: StoredEvent) -> dict[str, Any]:
 
 def to_json_lines(events: Iterable[StoredEvent]) -> bytes:
     """OCSF events as JSON lines (one compact document per line, UTF-8)."""
-    return "".join(json.dumps(to_ocsf(event), separators=(",", ":"), ensure_ascii=False) + "\n" for event in events).encode()
+    return "".join(
+        json.dumps(to_ocsf(event), separators=(",", ":"), ensure_ascii=False) + "\n" for event in events
+    ).encode()

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+import certifi
 import httpx
 
 from chamberlain.audit.export.cef import to_cef
@@ -137,7 +138,7 @@ class SyslogSink:
                 return self._writer
             await self.aclose()
         settings = self._settings
-        self._reader, self._writer = await asyncio.wait_for(
+        reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
                 settings.host,
                 settings.effective_port,
@@ -146,12 +147,14 @@ class SyslogSink:
             ),
             settings.timeout,
         )
-        return self._writer
+        self._reader, self._writer = reader, writer
+        return writer
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Certificate and host name verified (RFC 5425 §5.2); TLS 1.2 at least (RFC 9325 §3.1.1)."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    """Certificate and host name verified (RFC 5425 §5.2) against `ca_file`, else the trust store httpx uses
+    (certifi); TLS 1.2 at least (RFC 9325 §3.1.1)."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else certifi.where())
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
