@@ -2,11 +2,11 @@
 
     python -m tests.support.audit_writer DATA_DIR
 
-It starts writing when a line arrives on stdin, so a test can start the next writer (Python takes most of a second
-to start) while the previous one still runs. Several tasks write concurrently so that the log group-commits batches; each prints the id of every event whose
-`record_durably` returned (= acknowledged) on its own line, flushed at once, so that whatever the test read
-before the kill was acknowledged. Fire-and-forget events and signed checkpoints are mixed in, so a kill can land
-in the middle of any kind of write.
+It starts writing when a line arrives on stdin, so that a test can start the next writer (Python takes most of a
+second to start) while the previous one still runs. Several tasks write concurrently, so the log group-commits
+batches; each prints the id of every event whose `record_durably` returned (= acknowledged) on a line of its own,
+flushed at once, so whatever the test read before the kill was acknowledged. Fire-and-forget events and signed
+checkpoints are mixed in, so that a kill can land in the middle of any kind of write.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
 from chamberlain.audit.export.cef import escape_header, escape_value, to_cef
 from chamberlain.audit.export.ocsf import OCSF_VERSION, to_json_lines, to_ocsf
 from chamberlain.audit.export.settings import Sinks, SyslogSinkSettings
+from chamberlain.audit.export.shipper import backoff
 from chamberlain.audit.export.sinks import (
     SinkConfigurationError,
     WebhookSink,
@@ -348,3 +349,8 @@ def test_the_schema_check_is_not_vacuous() -> None:
     assert not validator.is_valid({**document, "activity_id": 7})
     assert not validator.is_valid({**document, "username": "not an OCSF attribute"})
     assert not validator.is_valid({key: value for key, value in document.items() if key != "metadata"})
+
+
+def test_the_back_off_doubles_up_to_its_cap_however_long_the_outage() -> None:
+    assert [backoff(failures, 0.5, 30.0) for failures in (1, 2, 3, 7, 8)] == [0.5, 1.0, 2.0, 30.0, 30.0]
+    assert backoff(100_000, 0.5, 30.0) == 30.0

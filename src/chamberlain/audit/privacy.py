@@ -21,14 +21,17 @@ from chamberlain.store.database import Connection
 from chamberlain.store.schema import audit_subject_keys
 
 _NONCE = 12
+_PERSONAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # one encoder, not one per event
 
 
 class SubjectKeys:
-    """Per-subject keys of one store; decrypted keys are cached (a shredded subject is remembered as None)."""
+    """Per-subject keys of one store; decrypted keys are cached (a shredded subject is remembered as None), and so
+    are the AES-GCM contexts made from them (making one costs as much as the encryption)."""
 
     def __init__(self, master_key: MasterKey) -> None:
         self._master_key = master_key
         self._cache: dict[tuple[str, str], bytes | None] = {}
+        self._ciphers: dict[bytes, AESGCM] = {}
 
     async def keys(
         self, connection: Connection, tenant: str, subjects: set[str], *, create: bool
@@ -51,21 +54,24 @@ class SubjectKeys:
             for row in rows.all():
                 subject, wrapped = row.subject, row.key
                 found[subject] = self._unwrap(tenant, subject, wrapped) if wrapped is not None else None
-            if create:
+            new = [subject for subject in missing if subject not in found] if create else []
+            if new:
                 now = time.time()
-                for subject in missing:
-                    if subject not in found:
-                        key = AESGCM.generate_key(bit_length=256)
-                        await connection.execute(
-                            insert(audit_subject_keys).values(
-                                tenant_id=tenant,
-                                subject=subject,
-                                key=self._master_key.encrypt(key, _subject_ad(tenant, subject)),
-                                created_at=now,
-                            )
-                        )
-                        found[subject] = key
+                new_rows = []
+                for subject in new:
+                    key = AESGCM.generate_key(bit_length=256)
+                    wrapped = self._master_key.encrypt(key, _subject_ad(tenant, subject))
+                    new_rows.append({"tenant_id": tenant, "subject": subject, "key": wrapped, "created_at": now})
+                    found[subject] = key
+                await connection.execute(insert(audit_subject_keys), new_rows)
         return found
+
+    def cipher(self, key: bytes) -> AESGCM:
+        """The AES-GCM context of a subject key, made once."""
+        cipher = self._ciphers.get(key)
+        if cipher is None:
+            cipher = self._ciphers[key] = AESGCM(key)
+        return cipher
 
     def remember(self, tenant: str, keys: dict[str, bytes | None]) -> None:
         """Caches keys once the transaction that read or created them committed."""
@@ -83,6 +89,9 @@ class SubjectKeys:
             )
             .values(key=None, shredded_at=time.time())
         )
+        key = self._cache.get((tenant, subject))
+        if key:
+            self._ciphers.pop(key, None)
         self._cache[(tenant, subject)] = None
         return result.rowcount > 0
 
@@ -91,9 +100,14 @@ class SubjectKeys:
 
 
 def encrypt_personal(key: bytes, event_id: str, personal: dict[str, str]) -> bytes:
+    return seal_personal(AESGCM(key), event_id, personal)
+
+
+def seal_personal(cipher: AESGCM, event_id: str, personal: dict[str, str]) -> bytes:
+    """encrypt_personal with the subject key's AES-GCM context already made (`SubjectKeys.cipher`)."""
     nonce = os.urandom(_NONCE)
-    plaintext = json.dumps(personal, sort_keys=True, separators=(",", ":")).encode()
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, event_id.encode())
+    plaintext = _PERSONAL_JSON.encode(personal).encode()
+    return nonce + cipher.encrypt(nonce, plaintext, event_id.encode())
 
 
 def decrypt_personal(key: bytes | None, event_id: str, ciphertext: bytes) -> dict[str, str] | None:

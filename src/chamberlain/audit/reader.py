@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from sqlalchemy import Select, select
 
@@ -44,23 +45,25 @@ async def read_events(
     events = []
     for row in rows:
         body = row["body"]
-        public: dict[str, object] = {}
+        public: dict[str, Any] = {}
         level = None
         personal = None
         if body is not None:
             public, level, ciphertext = parse_body(body)
             if subject_keys is not None and ciphertext is not None:
                 personal = decrypt_personal(keys.get(row["subject"]), row["event_id"], ciphertext)
+        # The hashed body is authoritative; the columns only serve queries (a changed column shows in neither).
+        source: Mapping[str, Any] = public if body is not None else dict(row)
         events.append(
             StoredEvent(
                 tenant=tenant,
                 seq=row["seq"],
                 event_id=row["event_id"],
-                time=row["time"],
-                action=row["action"],
-                outcome=row["outcome"],
-                classification=row["classification"],
-                subject=row["subject"],
+                time=source["time"],
+                action=source["action"],
+                outcome=source["outcome"],
+                classification=source["classification"],
+                subject=source["subject"],
                 level=level,
                 public=public,
                 personal=personal,

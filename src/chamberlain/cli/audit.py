@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from chamberlain.audit.checkpoints import AuditSigner, Checkpointer
+from chamberlain.audit.checkpoints import AuditSigner, Checkpointer, key_id_of
 from chamberlain.audit.checkpoints import public_keys as stored_public_keys
 from chamberlain.audit.events import Action
 from chamberlain.audit.privacy import SubjectKeys
@@ -34,13 +34,32 @@ TenantOption = Annotated[str | None, typer.Option("--tenant", help="One tenant (
 
 
 @app.command("verify")
-def verify(tenant: TenantOption = None, data_dir: DataDir = None, config: ConfigFile = None) -> None:
+def verify(
+    tenant: TenantOption = None,
+    public_key_hex: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key",
+            help="Trust only this published Ed25519 key (hex); without it, the keys in the store are trusted.",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
     """Check the chain, the Merkle tree and the signed checkpoints; name the first bad record. Exit 1 if any."""
     settings = settings_from(data_dir, config)
+    pinned: dict[str, bytes] | None = None
+    if public_key_hex is not None:
+        try:
+            key = bytes.fromhex(public_key_hex)
+        except ValueError:
+            fail("--public-key must be the key in hex, as `chamberlain audit public-key` prints it")
+        # Someone able to write the store could add a key of their own and re-sign a rewritten log.
+        pinned = {key_id_of(key): key}
 
     async def check() -> list[Verification]:
         async with initialised_store(settings) as database:
-            keys = await stored_public_keys(database)
+            keys = pinned if pinned is not None else await stored_public_keys(database)
             tenants = [tenant] if tenant else await tenants_with_events(database)
             return [await verify_tenant(database, name, keys) for name in tenants]
 

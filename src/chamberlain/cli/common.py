@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import logging
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from pathlib import Path
@@ -105,6 +106,10 @@ async def record_admin_change(
     must be durable first: when the audit log cannot be written the command stops and the change is not made."""
     log = AuditLog(database, load_master_key(settings.data_dir), settings.audit)
     await log.start()
+    # The writer's own log line about a failed write would precede the one-line error below: keep it quiet here.
+    writer_logger = logging.getLogger(AuditLog.__module__)
+    quiet = writer_logger.level
+    writer_logger.setLevel(logging.CRITICAL)
     try:
         event = AuditEvent(
             action=action,
@@ -120,3 +125,4 @@ async def record_admin_change(
         fail("the audit log cannot be written, so the change was refused (audit.fail_closed)")
     finally:
         await log.aclose()
+        writer_logger.setLevel(quiet)

@@ -116,7 +116,7 @@ class Shipper:
             except Exception as problem:  # the sink or the store is down: keep the cursor and try again later
                 self.status.failures += 1
                 self.status.last_error = str(problem) if isinstance(problem, SinkError) else type(problem).__name__
-                delay = min(self._max_backoff, self._initial_backoff * 2 ** (self.status.failures - 1))
+                delay = backoff(self.status.failures, self._initial_backoff, self._max_backoff)
                 logger.warning("audit sink %s: %s; retrying in %.1f s", self.name, self.status.last_error, delay)
                 await asyncio.sleep(delay)
                 continue
@@ -132,6 +132,11 @@ class Shipper:
             self._tenants = await tenants_with_events(self._database)
             self._tenants_read_at = now
         return self._tenants
+
+
+def backoff(failures: int, initial: float, maximum: float) -> float:
+    """Seconds to wait after the n-th consecutive failure: doubling from `initial`, never above `maximum`."""
+    return min(maximum, initial * 2.0 ** min(failures - 1, 64))  # the exponent bounded: an outage may be long
 
 
 async def load_cursor(database: Database, sink: str, tenant: str) -> int:
