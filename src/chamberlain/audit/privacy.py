@@ -8,10 +8,10 @@ data; each event's ciphertext has the event id as associated data, so it cannot 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import and_, insert, select, update
@@ -21,7 +21,6 @@ from chamberlain.store.database import Connection
 from chamberlain.store.schema import audit_subject_keys
 
 _NONCE = 12
-_PERSONAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # one encoder, not one per event
 
 
 class SubjectKeys:
@@ -106,7 +105,7 @@ def encrypt_personal(key: bytes, event_id: str, personal: dict[str, str]) -> byt
 def seal_personal(cipher: AESGCM, event_id: str, personal: dict[str, str]) -> bytes:
     """encrypt_personal with the subject key's AES-GCM context already made (`SubjectKeys.cipher`)."""
     nonce = os.urandom(_NONCE)
-    plaintext = _PERSONAL_JSON.encode(personal).encode()
+    plaintext = orjson.dumps(personal, option=orjson.OPT_SORT_KEYS)
     return nonce + cipher.encrypt(nonce, plaintext, event_id.encode())
 
 
@@ -118,7 +117,7 @@ def decrypt_personal(key: bytes | None, event_id: str, ciphertext: bytes) -> dic
         plaintext = AESGCM(key).decrypt(ciphertext[:_NONCE], ciphertext[_NONCE:], event_id.encode())
     except InvalidTag:
         return None
-    document: dict[str, str] = json.loads(plaintext)
+    document: dict[str, str] = orjson.loads(plaintext)
     return document
 
 

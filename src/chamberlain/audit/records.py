@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 GENESIS_PREFIX = b"chamberlain-audit-genesis\x00"
-# One encoder for every record: json.dumps with options builds a new JSONEncoder per call, a fifth of the cost of
-# encoding a record (bench/audit_bench.py).
-_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# Canonical JSON is orjson with sorted keys: compact, UTF-8, and six times faster than the json module, whose
+# encoding was the writer's largest cost (bench/audit_bench.py).
+_CANONICAL = orjson.OPT_SORT_KEYS
 
 
 def genesis_hash(tenant: str) -> bytes:
@@ -32,12 +33,12 @@ def canonical_body(public: dict[str, Any], level: str, personal_ciphertext: byte
     document = dict(public)
     document["level"] = level
     document["personal"] = base64.b64encode(personal_ciphertext).decode() if personal_ciphertext else None
-    return _CANONICAL_JSON.encode(document).encode()
+    return orjson.dumps(document, option=_CANONICAL)
 
 
 def parse_body(body: bytes) -> tuple[dict[str, Any], str, bytes | None]:
     """The inverse of canonical_body: (public fields, level, personal ciphertext)."""
-    document: dict[str, Any] = json.loads(body)
+    document: dict[str, Any] = orjson.loads(body)
     level = document.pop("level")
     personal = document.pop("personal")
     return document, level, base64.b64decode(personal) if personal else None

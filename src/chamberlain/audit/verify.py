@@ -15,12 +15,10 @@ import hashlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from chamberlain.audit.checkpoints import Checkpoint, load_checkpoints, signature_valid
 from chamberlain.audit.merkle import TreeBuilder, leaf_hash
 from chamberlain.audit.records import genesis_hash
-from chamberlain.store.database import Database
+from chamberlain.store.database import Database, fetch_rows
 from chamberlain.store.schema import audit_events
 
 Row = tuple[int, bytes | None, bytes, bytes]  # seq, body (None once purged), prev_hash, hash
@@ -131,18 +129,19 @@ async def verify_tenant(database: Database, tenant: str, public_keys: dict[str, 
     return verify_records(tenant, rows, checkpoints, public_keys)
 
 
+_READ_CHUNK = (
+    f"SELECT seq, body, prev_hash, hash FROM {audit_events.name} "  # noqa: S608 - the schema's own names
+    "WHERE tenant_id = ? AND seq >= ? ORDER BY seq LIMIT ?"
+)
+
+
 async def stored_rows(database: Database, tenant: str) -> AsyncIterator[Row]:
-    """The tenant's records in seq order, read in chunks so a long log does not sit in memory twice."""
+    """The tenant's records in seq order, read in chunks with the bare driver (SQLAlchemy rows cost more to build
+    than verifying them) so that a long log does not sit in memory at once."""
     next_seq = 0
     while True:
         async with database.connect() as connection:
-            result = await connection.execute(
-                select(audit_events.c.seq, audit_events.c.body, audit_events.c.prev_hash, audit_events.c.hash)
-                .where(audit_events.c.tenant_id == tenant, audit_events.c.seq >= next_seq)
-                .order_by(audit_events.c.seq)
-                .limit(_CHUNK)
-            )
-            chunk: list[Row] = [(row.seq, row.body, row.prev_hash, row.hash) for row in result]
+            chunk = await fetch_rows(connection, _READ_CHUNK, (tenant, next_seq, _CHUNK))
         for row in chunk:
             yield row
         if len(chunk) < _CHUNK:

@@ -32,7 +32,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("event_id", name="uq_audit_events_event_id"),
     )
     op.create_index("ix_audit_events_time", "audit_events", ["tenant_id", "time"])
-    op.create_index("ix_audit_events_subject", "audit_events", ["tenant_id", "subject"])
     op.create_table(
         "audit_checkpoints",
         sa.Column("tenant_id", sa.String(64), nullable=False),
@@ -90,6 +89,5 @@ def downgrade() -> None:
         "audit_checkpoints",
     ):
         op.drop_table(table)
-    op.drop_index("ix_audit_events_subject", table_name="audit_events")
     op.drop_index("ix_audit_events_time", table_name="audit_events")
     op.drop_table("audit_events")
