@@ -8,8 +8,9 @@ Secrets are never recorded; where a value must be recognisable without being rea
 
 from __future__ import annotations
 
+import os
+import random
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -51,6 +52,19 @@ class Action(StrEnum):
 FAIL_CLOSED_BY_DEFAULT = frozenset({Action.CREDENTIAL_READ, Action.CREDENTIAL_ROTATED, Action.ADMIN_CHANGE})
 
 
+def new_event_id() -> str:
+    """A UUIDv7 (RFC 9562 §5.7) as 32 hex digits: time-ordered, so the event-id index grows at its end instead of at
+    random places (three times the insert rate on SQLite, bench/audit_bench.py), with 74 random bits for uniqueness.
+    An event id names a record; it grants nothing, so it need not be unguessable (RFC 9562 §6.9)."""
+    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | 0b10 << 62
+    return f"{value | _random_bits(12) << 64 | _random_bits(62):032x}"
+
+
+_generator = random.Random(os.urandom(16))  # noqa: S311 - for uniqueness, not secrecy (see above)
+_random_bits = _generator.getrandbits
+os.register_at_fork(after_in_child=lambda: _generator.seed(os.urandom(16)))  # a forked child must not repeat ids
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
     type: ActorType
@@ -71,7 +85,7 @@ class AuditEvent:
     personal: Mapping[str, str] = field(default_factory=dict)  # e.g. {"username": …, "source_ip": …}
     subject: str | None = None  # the data subject whose key encrypts `personal` (usually the user's id)
     time: float = field(default_factory=time.time)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: new_event_id())
 
     def public_fields(self) -> dict[str, Any]:
         """Everything but the personal fields, as JSON-ready values (the part a report may show to anyone)."""
