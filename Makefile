@@ -39,6 +39,7 @@ bench: install
 	bench/peers/install_contextforge.sh
 	$(PY) bench/oauth_bench.py
 	$(PY) bench/mcp_proxy_bench.py
+	$(PY) bench/audit_bench.py
 
 clean:
 	rm -rf $(VENV) $(TS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache

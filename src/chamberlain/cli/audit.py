@@ -30,7 +30,9 @@ from chamberlain.crypto.master_key import MasterKey, load_master_key
 from chamberlain.settings import Settings
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
-TenantOption = Annotated[str | None, typer.Option("--tenant", help="One tenant (default: every tenant).")]
+TenantOption = Annotated[
+    str | None, typer.Option("--tenant", help="The tenant (default: every one for verify, else the configured one).")
+]
 
 
 @app.command("verify")
@@ -158,7 +160,7 @@ def check_proof(
 @app.command("erase")
 def erase(
     subject: Annotated[str, typer.Argument(help="The data subject (a user id) whose personal fields to erase.")],
-    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+    tenant: TenantOption = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -171,7 +173,9 @@ def erase(
             master_key = _master_key(settings)
             async with database.begin() as connection:
                 shredded = await SubjectKeys(master_key).shred(connection, where, subject)
-            await record_admin_change(database, settings, target=f"subject:{subject}", action=Action.AUDIT_ERASURE)
+            await record_admin_change(
+                database, settings, target=f"subject:{subject}", action=Action.AUDIT_ERASURE, tenant=where
+            )
             return shredded
 
     if run(shred()):
@@ -184,7 +188,7 @@ def erase(
 def hold(
     subject: Annotated[str, typer.Argument(help="A data subject, or '*' for the whole tenant.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (a case reference).")],
-    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+    tenant: TenantOption = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -194,7 +198,9 @@ def hold(
 
     async def place() -> None:
         async with initialised_store(settings) as database:
-            await record_admin_change(database, settings, target=f"legal_hold:{subject}", after={"reason": reason})
+            await record_admin_change(
+                database, settings, target=f"legal_hold:{subject}", after={"reason": reason}, tenant=where
+            )
             await place_hold(database, where, subject, reason)
 
     run(place())
@@ -204,7 +210,7 @@ def hold(
 @app.command("release")
 def release(
     subject: Annotated[str, typer.Argument(help="The subject, or '*'.")],
-    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+    tenant: TenantOption = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -214,7 +220,9 @@ def release(
 
     async def lift() -> bool:
         async with initialised_store(settings) as database:
-            await record_admin_change(database, settings, target=f"legal_hold:{subject}", before={"held": True})
+            await record_admin_change(
+                database, settings, target=f"legal_hold:{subject}", before={"held": True}, tenant=where
+            )
             return await lift_hold(database, where, subject)
 
     if not run(lift()):

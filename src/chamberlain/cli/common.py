@@ -101,6 +101,7 @@ async def record_admin_change(
     action: Action = Action.ADMIN_CHANGE,
     before: Mapping[str, Any] | None = None,
     after: Mapping[str, Any] | None = None,
+    tenant: str | None = None,
 ) -> None:
     """Records an administrative change before it is made. Fail-closed actions (the default for admin changes)
     must be durable first: when the audit log cannot be written the command stops and the change is not made."""
@@ -114,7 +115,7 @@ async def record_admin_change(
         event = AuditEvent(
             action=action,
             outcome="success",
-            tenant=settings.tenant,
+            tenant=tenant or settings.tenant,
             actor=Actor("user", f"os:{getpass.getuser()}"),
             target=target,
             details={"before": dict(before or {}), "after": dict(after or {}), "via": "cli"},

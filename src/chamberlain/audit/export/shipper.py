@@ -61,6 +61,7 @@ class Shipper:
         self._tenants: list[str] = []
         self._tenants_read_at = float("-inf")
         self._task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self.status = ShipperStatus()
 
     @classmethod
@@ -78,6 +79,9 @@ class Shipper:
         self._task = asyncio.create_task(self._ship_forever(), name=f"audit-shipper-{self.name}")
 
     async def aclose(self) -> None:
+        # Both the flag and the cancellation: Python 3.11's wait_for can swallow a cancellation that arrives as
+        # what it waits for completes, and the loop would then go on.
+        self._closing.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -88,7 +92,7 @@ class Shipper:
         """Sends every event past the cursors, batch by batch. Returns how many; raises when a batch failed."""
         shipped = 0
         for tenant in await self._known_tenants():
-            while True:
+            while not self._closing.is_set():
                 cursor = await load_cursor(self._database, self.name, tenant)
                 events = await read_events(
                     self._database,
@@ -110,7 +114,7 @@ class Shipper:
         return shipped
 
     async def _ship_forever(self) -> None:
-        while True:
+        while not self._closing.is_set():
             try:
                 await self.ship_pending()
             except Exception as problem:  # the sink or the store is down: keep the cursor and try again later
@@ -118,13 +122,18 @@ class Shipper:
                 self.status.last_error = str(problem) if isinstance(problem, SinkError) else type(problem).__name__
                 delay = backoff(self.status.failures, self._initial_backoff, self._max_backoff)
                 logger.warning("audit sink %s: %s; retrying in %.1f s", self.name, self.status.last_error, delay)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 continue
             if self.status.failures:
                 logger.info("audit sink %s is delivering again", self.name)
             self.status.failures = 0
             self.status.last_error = None
-            await asyncio.sleep(self._poll_interval)
+            await self._pause(self._poll_interval)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleeps for `seconds`, or until the shipper is closed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
 
     async def _known_tenants(self) -> list[str]:
         now = time.monotonic()
