@@ -238,6 +238,6 @@ def _details_at(level: AuditLevel, details: dict[str, Any]) -> dict[str, Any]:
     # summary: who, what, outcome; detailed: plus details; forensic: plus request and response bodies.
     if level == "summary":
         return {}
-    if level == "detailed":
+    if level == "detailed" and "bodies" in details:
         return {key: value for key, value in details.items() if key != "bodies"}
-    return details
+    return details  # already the event's own copy (public_fields)

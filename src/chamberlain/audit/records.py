@@ -29,8 +29,9 @@ def record_hash(prev_hash: bytes, body: bytes) -> bytes:
 
 
 def canonical_body(public: dict[str, Any], level: str, personal_ciphertext: bytes | None) -> bytes:
-    """The bytes the chain covers: sorted keys, no spaces, UTF-8 (RFC 8785's shape for the values we use)."""
-    document = dict(public)
+    """The bytes the chain covers: sorted keys, no spaces, UTF-8 (RFC 8785's shape for the values we use).
+    `public` is the caller's to give away: it gains the level and personal keys."""
+    document = public
     document["level"] = level
     document["personal"] = base64.b64encode(personal_ciphertext).decode() if personal_ciphertext else None
     return orjson.dumps(document, option=_CANONICAL)

@@ -9,6 +9,7 @@ import logging
 
 from chamberlain.audit.checkpoints import AuditSigner, Checkpointer
 from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
+from chamberlain.audit.export.shipper import Shipper
 from chamberlain.audit.log import AuditLog, AuditUnavailable
 from chamberlain.audit.reader import tenants_with_events
 from chamberlain.audit.retention import purge_expired
@@ -34,6 +35,7 @@ class AuditService:
         self.mcp_requests_durable = settings.enabled and Action.MCP_REQUEST in settings.fail_closed
         self.checkpointer: Checkpointer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.shippers: list[Shipper] = []
 
     async def start(self) -> None:
         await self.log.start()
@@ -52,6 +54,8 @@ class AuditService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for shipper in self.shippers:
+            await shipper.aclose()
         await self.log.aclose()
         if self.checkpointer is not None:
             # Sign what this process wrote, so a tail cut off after shutdown is caught by verification.

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chamberlain.audit.events import FAIL_CLOSED_BY_DEFAULT, Action, AuditLevel
+from chamberlain.audit.export.settings import Sinks
 
 # Retention presets, in days: PCI DSS 10.5.1 (one year), HIPAA §164.316(b)(2)(i) (six years), SOX §802 / SEC
 # Rule 2-06 (seven years); GDPR Art. 5(1)(e) keeps no longer than needed, and erases by crypto-shredding.
@@ -48,6 +49,7 @@ class AuditSettings(_Model):
     default_retention_days: int = Field(365, ge=1, le=36_500)
     retention_preset: Literal["pci_dss", "hipaa", "sox", "gdpr"] | None = None
     classification_rules: tuple[ClassificationRule, ...] = ()
+    sinks: Sinks = ()  # SIEM exports (audit/export/): syslog (CEF), webhook and file (OCSF)
 
     def level_for(self, classification: str) -> AuditLevel:
         for rule in self.classification_rules:

@@ -9,6 +9,7 @@ import typer
 import uvicorn
 
 from chamberlain.app import create_app
+from chamberlain.audit.export.sinks import SinkConfigurationError, build_sink
 from chamberlain.cli.common import ConfigFile, DataDir, console, fail, initialised_store, run, settings_from
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.net.hosts import is_loopback_host
@@ -44,10 +45,15 @@ def serve(
 
 
 async def _check_store(settings: Settings) -> None:
-    """Refuse to start on a missing store or master key with one clear line, before uvicorn is involved."""
+    """Refuse to start on a missing store, master key or audit sink secret with one clear line, before uvicorn."""
     load_master_key(settings.data_dir)
     async with initialised_store(settings):
         pass
+    for sink in settings.audit.sinks:
+        try:
+            await build_sink(sink).aclose()
+        except SinkConfigurationError as problem:
+            fail(f"audit.sinks: {problem}")
 
 
 def issuer_problem(settings: Settings) -> str | None:

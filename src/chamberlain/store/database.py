@@ -186,17 +186,21 @@ async def pending_migrations(database: Database) -> bool:
 
 
 async def insert_rows(connection: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Appends rows (values in the table's column order) with the bare driver's executemany.
+    """Appends rows (values in the table's column order) with the bare driver: COPY on PostgreSQL, executemany on
+    SQLite, inside the caller's transaction.
 
     For append-only tables on a hot path: SQLAlchemy's per-value type processing costs more than the insert itself
-    (measured on the audit log: 14 µs a row through insert(), 9 through the driver). Values must be what the
-    driver takes as they are: str, int, float, bytes, None.
+    (measured on the audit log: 14 µs a row through insert(), 9 through the driver), and PostgreSQL's COPY costs
+    the server a fraction of row-by-row INSERTs. Values must be what the driver takes as they are: str, int, float,
+    bytes, None.
     """
     columns = [column.name for column in table.columns]
-    if isinstance(connection, AsyncConnection):  # asyncpg: numbered parameters
-        placeholders = ", ".join(f"${number}" for number in range(1, len(columns) + 1))
-    else:  # sqlite3: qmark
-        placeholders = ", ".join("?" for _ in columns)
+    if isinstance(connection, AsyncConnection):
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection  # asyncpg.Connection
+        await driver.copy_records_to_table(table.name, records=rows, columns=columns)
+        return
+    placeholders = ", ".join("?" for _ in columns)
     statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608 - schema names
     await connection.exec_driver_sql(statement, rows)
 

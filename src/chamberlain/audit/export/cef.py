@@ -48,7 +48,7 @@ def _extension(event: StoredEvent) -> dict[str, str]:
     actor = public.get("actor") or {}
     personal = event.personal or {}
     fields: dict[str, Any] = {
-        "rt": str(round(event.time * 1000)),  # deviceReceiptTime, milliseconds since the epoch
+        "rt": str(int(event.time * 1000)),  # deviceReceiptTime, milliseconds since the epoch
         "externalId": event.event_id,
         "outcome": event.outcome,
         "reason": public.get("reason"),

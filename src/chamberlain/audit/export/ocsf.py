@@ -103,7 +103,7 @@ def to_ocsf(event: StoredEvent) -> dict[str, Any]:
         "type_uid": cls.uid * 100 + activity,
         "type_name": f"{cls.name}: {cls.activities[activity]}",
         "severity_id": severity_id(event),
-        "time": round(event.time * 1000),  # OCSF timestamps are milliseconds since the epoch
+        "time": int(event.time * 1000),  # OCSF timestamps are milliseconds since the epoch
         "message": describe(event),
         "metadata": _metadata(event),
         "unmapped": _unmapped(event),
