@@ -11,14 +11,21 @@ What each tampering looks like here:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
+import multiprocessing
+import os
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+
+from sqlalchemy import func, select
 
 from chamberlain.audit.checkpoints import Checkpoint, load_checkpoints, signature_valid
 from chamberlain.audit.merkle import TreeBuilder, leaf_hash
 from chamberlain.audit.records import genesis_hash
-from chamberlain.store.database import Database, fetch_rows
+from chamberlain.store.database import Database, create_database, fetch_rows
 from chamberlain.store.schema import audit_events
 
 Row = tuple[int, bytes | None, bytes, bytes]  # seq, body (None once purged), prev_hash, hash
@@ -67,48 +74,106 @@ def verify_checkpoint_chain(
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """The chain checked over a run of consecutive records: what the tree needs, and the first problem in it."""
+
+    start: int
+    first_seq: int | None  # the seq of the run's first record (None: the run is empty)
+    first_previous: bytes | None  # the prev_hash of the run's first record
+    last_hash: bytes | None
+    leaves: list[bytes]  # RFC 6962 leaf hashes of the records before the first problem
+    problem: Problem | None
+
+
+def check_chain(rows: Iterable[Row], start: int, previous: bytes | None, purged_below: int) -> Segment:
+    """Checks records numbered from `start`: no gaps, each linked to the one before, each body matching its hash
+    (an emptied body only below a tombstone). With `previous` None the first link is left to the caller, which
+    knows the record before the run (runs are checked in parallel)."""
+    sha256 = hashlib.sha256
+    leaves: list[bytes] = []
+    append = leaves.append
+    expected = start
+    first_seq: int | None = None
+    first_previous: bytes | None = None
+    last = previous
+    for seq, body, linked, record in rows:
+        if first_seq is None:
+            first_seq, first_previous = seq, linked
+        problem = None
+        if seq != expected:
+            problem = Problem(f"record {expected} is missing", seq=expected)
+        elif last is not None and linked != last:
+            problem = Problem(f"record {seq} does not link to the record before it", seq=seq)
+        elif body is None:
+            if seq >= purged_below:
+                problem = Problem(f"record {seq} was emptied without a tombstone", seq=seq)
+        elif type(body) is not bytes or type(linked) is not bytes or sha256(linked + body).digest() != record:
+            problem = Problem(f"record {seq} was altered", seq=seq)  # a value of another type is altered too
+        if problem is not None:
+            return Segment(start, first_seq, first_previous, last, leaves, problem)
+        append(leaf_hash(record))
+        last = record
+        expected += 1
+    return Segment(start, first_seq, first_previous, last, leaves, None)
+
+
 def verify_records(
     tenant: str, rows: Iterable[Row], checkpoints: list[Checkpoint], public_keys: dict[str, bytes]
 ) -> Verification:
     """Checks every record in seq order against the chain, then the tree against each signed checkpoint."""
-    # A broken checkpoint chain spoils that checkpoint and every later one, not the records: check the records
-    # against the checkpoints before the break, then name the first record that no valid checkpoint vouches for.
+    trusted, chain_problem = _trusted_checkpoints(tenant, checkpoints, public_keys)
+    segment = check_chain(rows, 0, genesis_hash(tenant), _purged_below(trusted))
+    return _verify_tree(tenant, segment.leaves, segment.problem, checkpoints, trusted, chain_problem)
+
+
+def _trusted_checkpoints(
+    tenant: str, checkpoints: list[Checkpoint], public_keys: dict[str, bytes]
+) -> tuple[list[Checkpoint], Problem | None]:
+    # A broken checkpoint chain spoils that checkpoint and every later one, not the records: the records are checked
+    # against the checkpoints before the break, and the first record no valid checkpoint vouches for is named.
     chain_problem = verify_checkpoint_chain(tenant, checkpoints, public_keys)
     trusted = checkpoints if chain_problem is None else checkpoints[: chain_problem.checkpoint]
+    return trusted, chain_problem
+
+
+def _purged_below(trusted: list[Checkpoint]) -> int:
+    return max((c.purged_below or 0 for c in trusted if c.kind == "tombstone"), default=0)
+
+
+def _verify_tree(
+    tenant: str,
+    leaves: list[bytes],
+    record_problem: Problem | None,
+    checkpoints: list[Checkpoint],
+    trusted: list[Checkpoint],
+    chain_problem: Problem | None,
+) -> Verification:
+    """The tree over the records before the first bad one, against the trusted checkpoints, in record order: a
+    checkpoint that covers only good records and does not match is the first problem."""
     at_size: dict[int, list[Checkpoint]] = {}
     for checkpoint in trusted:
         at_size.setdefault(checkpoint.tree_size, []).append(checkpoint)
-    purged_below = max((c.purged_below or 0 for c in trusted if c.kind == "tombstone"), default=0)
-    vouched = 0  # records covered by a checkpoint whose root matched
-    expected_previous = genesis_hash(tenant)
-    tree = TreeBuilder()
-    sha256 = hashlib.sha256
-    count = 0
+    count = len(leaves)
 
     def failed(problem: Problem) -> Verification:
         return Verification(tenant, count, len(checkpoints), problem)
 
-    for seq, body, previous, record in rows:
-        if seq != count:
-            return failed(Problem(f"record {count} is missing", seq=count))
-        if previous != expected_previous:
-            return failed(Problem(f"record {seq} does not link to the record before it", seq=seq))
-        if body is None:
-            if seq >= purged_below:
-                return failed(Problem(f"record {seq} was emptied without a tombstone", seq=seq))
-        elif sha256(previous + body).digest() != record:
-            return failed(Problem(f"record {seq} was altered", seq=seq))
-        tree.append(leaf_hash(record))
-        expected_previous = record
-        count += 1
-        for checkpoint in at_size.get(count, ()):
+    tree = TreeBuilder()
+    vouched = 0  # records covered by a checkpoint whose root matched
+    for size in sorted(size for size in at_size if size <= count):
+        for leaf in leaves[tree.size : size]:
+            tree.append(leaf)
+        for checkpoint in at_size[size]:
             if tree.root() != checkpoint.root_hash:
                 message = (
-                    f"records {vouched}..{count - 1} do not match signed checkpoint {checkpoint.number}: "
+                    f"records {vouched}..{size - 1} do not match signed checkpoint {checkpoint.number}: "
                     f"the first record not vouched for is {vouched}"
                 )
                 return failed(Problem(message, seq=vouched, checkpoint=checkpoint.number))
-            vouched = count
+        vouched = size
+    if record_problem is not None:
+        return failed(record_problem)
     for checkpoint in trusted:
         if checkpoint.tree_size > count:
             message = (
@@ -123,12 +188,92 @@ def verify_records(
     return Verification(tenant, count, len(checkpoints), None)
 
 
-async def verify_tenant(database: Database, tenant: str, public_keys: dict[str, bytes]) -> Verification:
+async def verify_tenant(
+    database: Database, tenant: str, public_keys: dict[str, bytes], *, workers: int | None = None
+) -> Verification:
+    """Verifies a tenant's log in the store. A long log is read and chain-checked in `workers` processes (default:
+    one per CPU), each over its own range of records: hashing is CPU-bound and the GIL would serialise threads."""
     checkpoints = await load_checkpoints(database, tenant)
-    rows = [row async for row in stored_rows(database, tenant)]
-    return verify_records(tenant, rows, checkpoints, public_keys)
+    trusted, chain_problem = _trusted_checkpoints(tenant, checkpoints, public_keys)
+    purged_below = _purged_below(trusted)
+    workers = workers or os.cpu_count() or 1
+    size = await _record_count(database, tenant)
+    if workers < 2 or size < PARALLEL_FROM:
+        rows = [row async for row in stored_rows(database, tenant)]
+        segment = check_chain(rows, 0, genesis_hash(tenant), purged_below)
+        leaves, problem = segment.leaves, segment.problem
+    else:
+        leaves, problem = await _check_in_parallel(database, tenant, size, workers, purged_below)
+    return _verify_tree(tenant, leaves, problem, checkpoints, trusted, chain_problem)
 
 
+async def _check_in_parallel(
+    database: Database, tenant: str, size: int, workers: int, purged_below: int
+) -> tuple[list[bytes], Problem | None]:
+    """Checks ranges of the chain in parallel, then the links where the ranges meet, in record order."""
+    bounds = [size * part // workers for part in range(workers + 1)]
+    url = database.url.render_as_string(hide_password=False)
+    loop = asyncio.get_running_loop()
+    # fork: the workers start in milliseconds with everything already imported (spawn would re-import for a second).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        segments = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, _segment_in_worker, url, tenant, low, high, purged_below)
+                for low, high in itertools.pairwise(bounds)
+            )
+        )
+    leaves: list[bytes] = []
+    expected = genesis_hash(tenant)
+    for segment, high in zip(segments, bounds[1:], strict=True):
+        # In record order, as one pass would meet them: a missing first record, then its link, then the rest.
+        if segment.first_seq is not None and segment.first_seq != segment.start:
+            return leaves, segment.problem
+        if segment.first_previous is not None and segment.first_previous != expected:
+            seq = segment.start
+            return leaves, Problem(f"record {seq} does not link to the record before it", seq=seq)
+        leaves.extend(segment.leaves)
+        if segment.problem is not None:
+            return leaves, segment.problem
+        if segment.start + len(segment.leaves) < high:  # the range's last records are missing
+            return leaves, Problem(f"record {len(leaves)} is missing", seq=len(leaves))
+        expected = segment.last_hash or expected
+    return leaves, None
+
+
+def _segment_in_worker(url: str, tenant: str, low: int, high: int, purged_below: int) -> Segment:
+    # The worker was forked from a running event loop; Python 3.12 clears the inherited loop itself, 3.11 does not.
+    asyncio.events._set_running_loop(None)
+    return asyncio.run(_read_and_check(url, tenant, low, high, purged_below))
+
+
+async def _read_and_check(url: str, tenant: str, low: int, high: int, purged_below: int) -> Segment:
+    database = create_database(url)
+    try:
+        rows: list[Row] = []
+        while True:
+            async with database.connect() as connection:
+                chunk = await fetch_rows(connection, _READ_RANGE, (tenant, low + len(rows), high, _CHUNK))
+            rows.extend(chunk)
+            if len(chunk) < _CHUNK:
+                break
+        return check_chain(rows, low, None, purged_below)
+    finally:
+        await database.dispose()
+
+
+async def _record_count(database: Database, tenant: str) -> int:
+    async with database.connect() as connection:
+        highest = await connection.scalar(
+            select(func.max(audit_events.c.seq)).where(audit_events.c.tenant_id == tenant)
+        )
+    return 0 if highest is None else int(highest) + 1
+
+
+PARALLEL_FROM = 100_000  # records: below this, starting workers costs more than it saves
+_READ_RANGE = (
+    f"SELECT seq, body, prev_hash, hash FROM {audit_events.name} "  # noqa: S608 - the schema's own names
+    "WHERE tenant_id = ? AND seq >= ? AND seq < ? ORDER BY seq LIMIT ?"
+)
 _READ_CHUNK = (
     f"SELECT seq, body, prev_hash, hash FROM {audit_events.name} "  # noqa: S608 - the schema's own names
     "WHERE tenant_id = ? AND seq >= ? ORDER BY seq LIMIT ?"
