@@ -198,14 +198,26 @@ class TreeBuilder:
         frontier.append(node)
         self._size += 1
 
+    @property
+    def frontier(self) -> tuple[bytes, ...]:
+        """The heads of the complete subtrees, largest first (one per set bit of the size)."""
+        return tuple(self._frontier)
+
     def root(self) -> bytes:
-        frontier = self._frontier
-        if not frontier:
-            return EMPTY_ROOT
-        node = frontier[-1]
-        for head in reversed(frontier[:-1]):
-            node = _sha256(_NODE_PREFIX + head + node).digest()
-        return node
+        return frontier_root(self._frontier)
+
+
+def frontier_root(heads: Sequence[bytes]) -> bytes:
+    """The tree head of a tree given by its frontier, folded right to left as RFC 6962 §2.1's MTH splits.
+
+    A frontier may be put together from pieces: the frontier of the first k·2^m leaves followed by the frontier of
+    the next r < 2^m leaves is the frontier of all k·2^m + r (how verification combines ranges checked apart)."""
+    if not heads:
+        return EMPTY_ROOT
+    node = heads[-1]
+    for head in reversed(heads[:-1]):
+        node = _sha256(_NODE_PREFIX + head + node).digest()
+    return node
 
 
 def _subtree_root(leaf_hashes: Sequence[bytes], low: int, high: int) -> bytes:

@@ -12,20 +12,21 @@ What each tampering looks like here:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import multiprocessing
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
 from chamberlain.audit.checkpoints import Checkpoint, load_checkpoints, signature_valid
-from chamberlain.audit.merkle import TreeBuilder, leaf_hash
+from chamberlain.audit.merkle import TreeBuilder, frontier_root, leaf_hash
 from chamberlain.audit.records import genesis_hash
-from chamberlain.store.database import Database, create_database, fetch_rows
+from chamberlain.store.database import Connection, Database, create_database, fetch_rows
 from chamberlain.store.schema import audit_events
 
 Row = tuple[int, bytes | None, bytes, bytes]  # seq, body (None once purged), prev_hash, hash
@@ -124,7 +125,15 @@ def verify_records(
     """Checks every record in seq order against the chain, then the tree against each signed checkpoint."""
     trusted, chain_problem = _trusted_checkpoints(tenant, checkpoints, public_keys)
     segment = check_chain(rows, 0, genesis_hash(tenant), _purged_below(trusted))
-    return _verify_tree(tenant, segment.leaves, segment.problem, checkpoints, trusted, chain_problem)
+    return _verify_tree(
+        tenant,
+        len(segment.leaves),
+        _incremental_roots(segment.leaves),
+        segment.problem,
+        checkpoints,
+        trusted,
+        chain_problem,
+    )
 
 
 def _trusted_checkpoints(
@@ -141,9 +150,22 @@ def _purged_below(trusted: list[Checkpoint]) -> int:
     return max((c.purged_below or 0 for c in trusted if c.kind == "tombstone"), default=0)
 
 
+def _incremental_roots(leaves: list[bytes]) -> Callable[[int], bytes]:
+    """Tree heads of growing prefixes of `leaves` (asked for in ascending sizes)."""
+    tree = TreeBuilder()
+
+    def root_at(size: int) -> bytes:
+        for leaf in leaves[tree.size : size]:
+            tree.append(leaf)
+        return tree.root()
+
+    return root_at
+
+
 def _verify_tree(
     tenant: str,
-    leaves: list[bytes],
+    count: int,
+    root_at: Callable[[int], bytes],
     record_problem: Problem | None,
     checkpoints: list[Checkpoint],
     trusted: list[Checkpoint],
@@ -154,18 +176,15 @@ def _verify_tree(
     at_size: dict[int, list[Checkpoint]] = {}
     for checkpoint in trusted:
         at_size.setdefault(checkpoint.tree_size, []).append(checkpoint)
-    count = len(leaves)
 
     def failed(problem: Problem) -> Verification:
         return Verification(tenant, count, len(checkpoints), problem)
 
-    tree = TreeBuilder()
     vouched = 0  # records covered by a checkpoint whose root matched
     for size in sorted(size for size in at_size if size <= count):
-        for leaf in leaves[tree.size : size]:
-            tree.append(leaf)
+        root = root_at(size)
         for checkpoint in at_size[size]:
-            if tree.root() != checkpoint.root_hash:
+            if root != checkpoint.root_hash:
                 message = (
                     f"records {vouched}..{size - 1} do not match signed checkpoint {checkpoint.number}: "
                     f"the first record not vouched for is {vouched}"
@@ -191,8 +210,8 @@ def _verify_tree(
 async def verify_tenant(
     database: Database, tenant: str, public_keys: dict[str, bytes], *, workers: int | None = None
 ) -> Verification:
-    """Verifies a tenant's log in the store. A long log is read and chain-checked in `workers` processes (default:
-    one per CPU), each over its own range of records: hashing is CPU-bound and the GIL would serialise threads."""
+    """Verifies a tenant's log in the store. A long log is checked in blocks by `workers` processes (default: one
+    per CPU): hashing is CPU-bound and the GIL would serialise threads."""
     checkpoints = await load_checkpoints(database, tenant)
     trusted, chain_problem = _trusted_checkpoints(tenant, checkpoints, public_keys)
     purged_below = _purged_below(trusted)
@@ -201,64 +220,102 @@ async def verify_tenant(
     if workers < 2 or size < PARALLEL_FROM:
         rows = [row async for row in stored_rows(database, tenant)]
         segment = check_chain(rows, 0, genesis_hash(tenant), purged_below)
-        leaves, problem = segment.leaves, segment.problem
+        count, root_at, problem = len(segment.leaves), _incremental_roots(segment.leaves), segment.problem
     else:
-        leaves, problem = await _check_in_parallel(database, tenant, size, workers, purged_below)
-    return _verify_tree(tenant, leaves, problem, checkpoints, trusted, chain_problem)
+        sizes = sorted({checkpoint.tree_size for checkpoint in trusted})
+        count, roots, problem = await _check_blocks(database, tenant, size, workers, purged_below, sizes)
+        root_at = roots.__getitem__
+    return _verify_tree(tenant, count, root_at, problem, checkpoints, trusted, chain_problem)
 
 
-async def _check_in_parallel(
-    database: Database, tenant: str, size: int, workers: int, purged_below: int
-) -> tuple[list[bytes], Problem | None]:
-    """Checks ranges of the chain in parallel, then the links where the ranges meet, in record order."""
-    bounds = [size * part // workers for part in range(workers + 1)]
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """One block of records checked in a worker: its chain, and the tree pieces the parent needs."""
+
+    segment: Segment  # its leaves dropped: the block's tree is summarised by the fields below
+    count: int  # records before the block's first problem
+    root: bytes | None  # the block's root when all its records are good
+    frontiers: dict[int, tuple[bytes, ...]]  # checkpoint size -> the block's frontier up to it
+
+
+async def _check_blocks(
+    database: Database, tenant: str, size: int, workers: int, purged_below: int, sizes: list[int]
+) -> tuple[int, dict[int, bytes], Problem | None]:
+    """Checks the chain and builds the tree in blocks of BLOCK records (a power of two, so every full block is a
+    complete subtree), in worker processes; then joins them in record order: the seams between blocks, and each
+    checkpoint's tree head from the full blocks before it and the frontier inside its own block."""
+    bounds = [*range(0, size, BLOCK), size]
+    tasks = [(low, high, [s for s in sizes if low < s <= high]) for low, high in itertools.pairwise(bounds)]
     url = database.url.render_as_string(hide_password=False)
     loop = asyncio.get_running_loop()
     # fork: the workers start in milliseconds with everything already imported (spawn would re-import for a second).
+    # Each worker takes every n-th block, so the work stays even, over one connection of its own.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        segments = await asyncio.gather(
+        shares = await asyncio.gather(
             *(
-                loop.run_in_executor(pool, _segment_in_worker, url, tenant, low, high, purged_below)
-                for low, high in itertools.pairwise(bounds)
+                loop.run_in_executor(pool, _blocks_in_worker, url, tenant, tasks[first::workers], purged_below)
+                for first in range(workers)
             )
         )
-    leaves: list[bytes] = []
+    blocks = [shares[index % workers][index // workers] for index in range(len(tasks))]
+    full = TreeBuilder()  # over the roots of the full blocks so far: each a complete subtree of BLOCK leaves
+    roots: dict[int, bytes] = {}
     expected = genesis_hash(tenant)
-    for segment, high in zip(segments, bounds[1:], strict=True):
+    count = 0
+    for block, high in zip(blocks, bounds[1:], strict=True):
+        segment = block.segment
         # In record order, as one pass would meet them: a missing first record, then its link, then the rest.
         if segment.first_seq is not None and segment.first_seq != segment.start:
-            return leaves, segment.problem
+            return count, roots, segment.problem
         if segment.first_previous is not None and segment.first_previous != expected:
-            seq = segment.start
-            return leaves, Problem(f"record {seq} does not link to the record before it", seq=seq)
-        leaves.extend(segment.leaves)
+            return count, roots, Problem(f"record {count} does not link to the record before it", seq=count)
+        for checkpoint_size, frontier in block.frontiers.items():
+            roots[checkpoint_size] = frontier_root(full.frontier + frontier)
+        count += block.count
         if segment.problem is not None:
-            return leaves, segment.problem
-        if segment.start + len(segment.leaves) < high:  # the range's last records are missing
-            return leaves, Problem(f"record {len(leaves)} is missing", seq=len(leaves))
+            return count, roots, segment.problem
+        if count < high:  # the block's last records are missing
+            return count, roots, Problem(f"record {count} is missing", seq=count)
+        if block.root is not None and high - segment.start == BLOCK:
+            full.append(block.root)
         expected = segment.last_hash or expected
-    return leaves, None
+    return count, roots, None
 
 
-def _segment_in_worker(url: str, tenant: str, low: int, high: int, purged_below: int) -> Segment:
+_BlockTask = tuple[int, int, list[int]]  # first record, end, checkpoint sizes inside
+
+
+def _blocks_in_worker(url: str, tenant: str, tasks: list[_BlockTask], purged_below: int) -> list[_Block]:
     # The worker was forked from a running event loop; Python 3.12 clears the inherited loop itself, 3.11 does not.
     asyncio.events._set_running_loop(None)
-    return asyncio.run(_read_and_check(url, tenant, low, high, purged_below))
+    return asyncio.run(_read_and_check(url, tenant, tasks, purged_below))
 
 
-async def _read_and_check(url: str, tenant: str, low: int, high: int, purged_below: int) -> Segment:
+async def _read_and_check(url: str, tenant: str, tasks: list[_BlockTask], purged_below: int) -> list[_Block]:
     database = create_database(url)
     try:
-        rows: list[Row] = []
-        while True:
-            async with database.connect() as connection:
-                chunk = await fetch_rows(connection, _READ_RANGE, (tenant, low + len(rows), high, _CHUNK))
-            rows.extend(chunk)
-            if len(chunk) < _CHUNK:
-                break
-        return check_chain(rows, low, None, purged_below)
+        async with database.connect() as connection:
+            return [await _check_block(connection, tenant, task, purged_below) for task in tasks]
     finally:
         await database.dispose()
+
+
+async def _check_block(connection: Connection, tenant: str, task: _BlockTask, purged_below: int) -> _Block:
+    low, high, sizes = task
+    rows = await fetch_rows(connection, _READ_RANGE, (tenant, low, high, high - low))
+    segment = check_chain(rows, low, None, purged_below)
+    tree = TreeBuilder()
+    frontiers: dict[int, tuple[bytes, ...]] = {}
+    wanted = iter(sizes)
+    next_size = next(wanted, None)
+    for leaf in segment.leaves:
+        tree.append(leaf)
+        if low + tree.size == next_size:
+            frontiers[next_size] = tree.frontier
+            next_size = next(wanted, None)
+    complete = segment.problem is None and len(segment.leaves) == high - low
+    summary = dataclasses.replace(segment, leaves=[])  # the leaves stay here: only the tree's pieces travel back
+    return _Block(summary, len(segment.leaves), tree.root() if complete else None, frontiers)
 
 
 async def _record_count(database: Database, tenant: str) -> int:
@@ -270,6 +327,7 @@ async def _record_count(database: Database, tenant: str) -> int:
 
 
 PARALLEL_FROM = 100_000  # records: below this, starting workers costs more than it saves
+BLOCK = 1 << 14  # records per worker task: a power of two, so that every full block is a complete subtree
 _READ_RANGE = (
     f"SELECT seq, body, prev_hash, hash FROM {audit_events.name} "  # noqa: S608 - the schema's own names
     "WHERE tenant_id = ? AND seq >= ? AND seq < ? ORDER BY seq LIMIT ?"
