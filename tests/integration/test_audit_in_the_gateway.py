@@ -100,6 +100,7 @@ async def test_sign_in_tokens_and_mcp_requests_are_recorded(stack: Gateway, clie
     events = await events_until(server, mcp_recorded, personal=True)
     actions = [(event.action, event.outcome) for event in events]
     assert ("auth.sign_in", "success") in actions
+    assert ("session.created", "success") in actions
     assert ("consent.given", "success") in actions
     assert ("client.registered", "success") in actions
     assert ("token.issued", "success") in actions

@@ -127,3 +127,19 @@ def consent(
             details={"scope": scope, "resource": resource},
         )
     )
+
+
+def session_created(log: AuditLog, request: Request, tenant: str, user_id: str, *, mfa: bool) -> None:
+    """A browser session began (the session id itself is never recorded)."""
+    log.record(
+        AuditEvent(
+            action=Action.SESSION_CREATED,
+            outcome="success",
+            tenant=tenant,
+            actor=Actor("user", user_id),
+            target=f"user:{user_id}",
+            details={"mfa": mfa},
+            personal=source_ip(request),
+            subject=user_id,
+        )
+    )

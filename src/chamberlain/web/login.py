@@ -119,6 +119,7 @@ async def _signed_in(
     target = f"/authorize?{authorization.query}" if authorization else "/login/done"
     response = RedirectResponse(target, status_code=303)
     await start_session(app, request, response, user, mfa=user.totp_secret is not None)
+    emit.session_created(app.audit.log, request, app.settings.tenant, user.id, mfa=user.totp_secret is not None)
     return response
 
 
