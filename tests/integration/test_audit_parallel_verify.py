@@ -6,7 +6,6 @@ their tree pieces; the tampering lands on and around the seams, and the checkpoi
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from sqlalchemy import text
 
 from chamberlain.audit import verify
 from chamberlain.audit.checkpoints import public_keys
+from chamberlain.audit.records import record_hash
 from chamberlain.audit.verify import Verification, verify_tenant
 from chamberlain.store.database import Database
 from tests.integration.test_audit_log import Store, sign_in
@@ -101,7 +101,7 @@ def test_a_rewritten_chain_is_caught_by_the_checkpoint_alike(store: Store) -> No
                 if seq >= 350:
                     body = bytes(body) + (b" " if seq == 350 else b"")
                     prev_hash = previous
-                    new_hash = hashlib.sha256(prev_hash + body).digest()
+                    new_hash = record_hash(prev_hash, body)
                     await connection.execute(
                         text("UPDATE audit_events SET body = :body, prev_hash = :prev, hash = :hash WHERE seq = :seq"),
                         {"body": body, "prev": prev_hash, "hash": new_hash, "seq": seq},

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from chamberlain.audit.merkle import TreeBuilder, leaf_hash
+from chamberlain.audit.merkle import TreeBuilder
 from chamberlain.crypto.master_key import MasterKey
 from chamberlain.store.database import Database
 from chamberlain.store.schema import audit_checkpoints, audit_events, audit_signing_keys
@@ -214,7 +214,7 @@ class Checkpointer:
                 .order_by(audit_events.c.seq)
             )
             for (record_hash,) in rows:
-                tree.append(leaf_hash(record_hash))
+                tree.append(record_hash)  # a record's hash is its leaf hash (records.py)
         return tree
 
     async def _last(self, tenant: str) -> Checkpoint | None:

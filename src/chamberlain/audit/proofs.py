@@ -9,14 +9,14 @@ obtained independently (never the one a proof might carry).
 from __future__ import annotations
 
 import base64
-import hashlib
 from typing import Any
 
 from sqlalchemy import select
 
 from chamberlain.audit.checkpoints import Checkpoint, key_id_of, load_checkpoints, signature_valid
-from chamberlain.audit.merkle import inclusion_proof, leaf_hash, verify_inclusion
+from chamberlain.audit.merkle import inclusion_proof, verify_inclusion
 from chamberlain.audit.records import parse_body
+from chamberlain.audit.records import record_hash as recompute_record_hash
 from chamberlain.store.database import Database
 from chamberlain.store.schema import audit_events
 
@@ -40,7 +40,7 @@ async def inclusion_proof_document(database: Database, event_id: str) -> dict[st
             .where(audit_events.c.tenant_id == row.tenant_id, audit_events.c.seq < checkpoint.tree_size)
             .order_by(audit_events.c.seq)
         )
-        leaves = [leaf_hash(record_hash) for (record_hash,) in hashes]
+        leaves = [record_hash for (record_hash,) in hashes]  # record hashes are the leaf hashes
     return {
         "event_id": event_id,
         "tenant": row.tenant_id,
@@ -74,13 +74,13 @@ def check_proof_document(document: dict[str, Any], public_key: bytes) -> list[st
     # proof for one event could be relabelled as a proof for another.
     if body is None:
         problems.append("the proof carries no record body (purged?), so it cannot show which event the record is")
-    elif hashlib.sha256(previous + body).digest() != record:
+    elif recompute_record_hash(previous, body) != record:
         problems.append("the record's body does not match its hash")
     elif _names(body) != (event_id, document.get("tenant")):
         problems.append("the record is not the event the proof names")
     if checkpoint.tenant != document.get("tenant"):
         problems.append("the checkpoint belongs to another tenant")
-    if not verify_inclusion(leaf_hash(record), seq, checkpoint.tree_size, path, checkpoint.root_hash):
+    if not verify_inclusion(record, seq, checkpoint.tree_size, path, checkpoint.root_hash):
         problems.append("the audit path does not lead to the checkpoint's root")
     return problems
 

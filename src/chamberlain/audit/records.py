@@ -25,7 +25,9 @@ def genesis_hash(tenant: str) -> bytes:
 
 
 def record_hash(prev_hash: bytes, body: bytes) -> bytes:
-    return hashlib.sha256(prev_hash + body).digest()
+    """The record's RFC 6962 leaf hash, SHA-256(0x00 || prev_hash || body): one hash both links the chain and is the
+    record's leaf in the Merkle tree (a third fewer hashes to write and verify than a chain hash and a leaf hash)."""
+    return hashlib.sha256(b"\x00" + prev_hash + body).digest()
 
 
 def canonical_body(public: dict[str, Any], level: str, personal_ciphertext: bytes | None) -> bytes:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from chamberlain.audit.checkpoints import Checkpoint, load_checkpoints, signature_valid
-from chamberlain.audit.merkle import TreeBuilder, frontier_root, leaf_hash
+from chamberlain.audit.merkle import TreeBuilder, frontier_root, root
 from chamberlain.audit.records import genesis_hash
 from chamberlain.store.database import Connection, Database, create_database, fetch_rows
 from chamberlain.store.schema import audit_events
@@ -91,7 +91,7 @@ def check_chain(rows: Iterable[Row], start: int, previous: bytes | None, purged_
     """Checks records numbered from `start`: no gaps, each linked to the one before, each body matching its hash
     (an emptied body only below a tombstone). With `previous` None the first link is left to the caller, which
     knows the record before the run (runs are checked in parallel)."""
-    sha256 = hashlib.sha256
+    sha256 = hashlib.sha256  # record hashes are RFC 6962 leaf hashes: SHA-256(0x00 || prev_hash || body)
     leaves: list[bytes] = []
     append = leaves.append
     expected = start
@@ -109,11 +109,16 @@ def check_chain(rows: Iterable[Row], start: int, previous: bytes | None, purged_
         elif body is None:
             if seq >= purged_below:
                 problem = Problem(f"record {seq} was emptied without a tombstone", seq=seq)
-        elif type(body) is not bytes or type(linked) is not bytes or sha256(linked + body).digest() != record:
-            problem = Problem(f"record {seq} was altered", seq=seq)  # a value of another type is altered too
+        else:
+            try:
+                altered = sha256(b"\x00" + linked + body).digest() != record
+            except TypeError:  # a column turned into text or a number: altered too
+                altered = True
+            if altered:
+                problem = Problem(f"record {seq} was altered", seq=seq)
         if problem is not None:
             return Segment(start, first_seq, first_previous, last, leaves, problem)
-        append(leaf_hash(record))
+        append(record)  # a record's hash is its leaf hash (records.py)
         last = record
         expected += 1
     return Segment(start, first_seq, first_previous, last, leaves, None)
@@ -304,18 +309,19 @@ async def _check_block(connection: Connection, tenant: str, task: _BlockTask, pu
     low, high, sizes = task
     rows = await fetch_rows(connection, _READ_RANGE, (tenant, low, high, high - low))
     segment = check_chain(rows, low, None, purged_below)
-    tree = TreeBuilder()
+    leaves = segment.leaves
     frontiers: dict[int, tuple[bytes, ...]] = {}
-    wanted = iter(sizes)
-    next_size = next(wanted, None)
-    for leaf in segment.leaves:
-        tree.append(leaf)
-        if low + tree.size == next_size:
-            frontiers[next_size] = tree.frontier
-            next_size = next(wanted, None)
-    complete = segment.problem is None and len(segment.leaves) == high - low
+    if sizes:  # checkpoints inside the block: grow the tree leaf by leaf to take its frontier at each
+        tree = TreeBuilder()
+        for checkpoint_size in sizes:
+            for leaf in leaves[tree.size : checkpoint_size - low]:
+                tree.append(leaf)
+            if tree.size == checkpoint_size - low:
+                frontiers[checkpoint_size] = tree.frontier
+    complete = segment.problem is None and len(leaves) == high - low
     summary = dataclasses.replace(segment, leaves=[])  # the leaves stay here: only the tree's pieces travel back
-    return _Block(summary, len(segment.leaves), tree.root() if complete else None, frontiers)
+    # A full block's root is built level by level: cheaper per node than growing it leaf by leaf.
+    return _Block(summary, len(leaves), root(leaves) if complete else None, frontiers)
 
 
 async def _record_count(database: Database, tenant: str) -> int:
