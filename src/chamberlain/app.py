@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -23,6 +24,7 @@ from chamberlain.settings import Settings
 from chamberlain.state import AppState, open_state
 from chamberlain.web import login
 from chamberlain.web.pages import STATIC_DIR
+from chamberlain.web.request_id import RequestIdMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         routes.append(Route("/register", registration.register, methods=["POST"]))
     return Starlette(
         routes=routes,
+        middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
     )

@@ -50,11 +50,12 @@ async def user_token(server: RunningServer, http: httpx.AsyncClient, server_name
     return str(response.json()["access_token"])
 
 
-async def call(http: httpx.AsyncClient, token: str, server_name: str) -> httpx.Response:
+async def call(
+    http: httpx.AsyncClient, token: str, server_name: str, extra: dict[str, str] | None = None
+) -> httpx.Response:
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}}
-    return await http.post(
-        f"/mcp/{server_name}", json=body, headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"}
-    )
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}", **(extra or {})}
+    return await http.post(f"/mcp/{server_name}", json=body, headers=headers)
 
 
 @contextlib.asynccontextmanager
@@ -144,3 +145,20 @@ async def test_with_the_log_unwritable_no_upstream_credential_is_read(
     works = await call(client, token, "machine")
     assert works.json()["result"]["content"][0]["text"] == "x"
     assert stack.authorization_server.count("client_credentials") == fetched_before + 1
+
+
+async def test_events_carry_the_request_id_the_response_echoes(stack: Gateway, client: httpx.AsyncClient) -> None:
+    server = stack.server
+    token = await user_token(server, client, "plain")
+    given = await call(client, token, "plain", {"X-Request-Id": "lb-7f3a.42"})
+    assert given.headers["x-request-id"] == "lb-7f3a.42"
+    replaced = await call(client, token, "plain", {"X-Request-Id": "bad id\twith<junk>"})
+    minted = replaced.headers["x-request-id"]
+    assert minted != "bad id\twith<junk>"
+    assert len(minted) == 32
+
+    def both_recorded(events: list[StoredEvent]) -> bool:
+        ids = {event.public.get("request_id") for event in events if event.action == "mcp.request"}
+        return {"lb-7f3a.42", minted} <= ids
+
+    await events_until(server, both_recorded)

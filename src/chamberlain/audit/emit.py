@@ -18,6 +18,7 @@ from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
 from chamberlain.audit.log import AuditLog
 from chamberlain.crypto.master_key import MasterKey
 from chamberlain.oauth.access_tokens import AccessTokenClaims
+from chamberlain.web.request_id import request_id_of
 
 _GRANT_ACTIONS = {"refresh_token": Action.TOKEN_REFRESHED}
 
@@ -62,6 +63,7 @@ def sign_in(
                 details={"method": "totp" if action is Action.MFA else "local", "username_hash": username_hash},
                 personal=source_ip(request),
                 subject=user_id,
+                request_id=request_id_of(request.scope),
             )
         )
 
@@ -84,6 +86,7 @@ def token_issued(log: AuditLog, request: Request, grant_type: str, claims: Acces
             },
             personal=source_ip(request),
             subject=user,
+            request_id=request_id_of(request.scope),
         )
     )
 
@@ -141,5 +144,6 @@ def session_created(log: AuditLog, request: Request, tenant: str, user_id: str, 
             details={"mfa": mfa},
             personal=source_ip(request),
             subject=user_id,
+            request_id=request_id_of(request.scope),
         )
     )

@@ -117,6 +117,7 @@ def _mcp_event(event: GatewayEvent) -> AuditEvent:
         actor=Actor("user" if user_acted else "client", event.subject),
         target=f"mcp:{event.server}" + (f"/{event.target}" if event.target else ""),
         reason=event.reason,
+        request_id=event.request_id,
         details={"server": event.server, "method": event.method, "client_id": event.client_id},
         time=event.at,
     )

@@ -32,6 +32,7 @@ class GatewayEvent:
     subject: str
     client_id: str
     reason: str | None = None  # why it was denied or failed; never message contents or credentials
+    request_id: str | None = None  # the HTTP request's id (X-Request-Id), for correlation
     at: float = field(default_factory=time.time)
 
 

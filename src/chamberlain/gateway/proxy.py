@@ -31,6 +31,7 @@ from chamberlain.gateway.upstream import Headers, UpstreamError, UpstreamRequest
 from chamberlain.oauth.access_tokens import AccessTokenClaims
 from chamberlain.policy.roles import Kind
 from chamberlain.state import AppState, ProtectedResource
+from chamberlain.web.request_id import request_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class _Exchange:
                 forwarded.append((key, value))
         self.forwarded = forwarded
         self.http_method: str = scope["method"]
+        self.request_id = request_id_of(scope)
         self.label: str | None = self.http_method  # what events name: the JSON-RPC method once it is known
         self.cancel_on_disconnect = False  # set for 2026-07-28 requests
         self.watching = False  # a task is watching for the client's disconnect
@@ -381,7 +383,15 @@ class _Exchange:
     def _emit(self, decision: Decision, method: str | None, target: str | None, reason: str | None) -> None:
         principal = self.principal
         event = GatewayEvent(
-            decision, self.server.name, method, target, principal.tenant, principal.subject, principal.client_id, reason
+            decision,
+            self.server.name,
+            method,
+            target,
+            principal.tenant,
+            principal.subject,
+            principal.client_id,
+            reason,
+            self.request_id,
         )
         if decision == "allowed":
             self.allowed.append(event)
