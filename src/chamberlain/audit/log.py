@@ -52,6 +52,8 @@ class AuditLog:
         self._drained = asyncio.Event()  # set while nothing is queued or being written
         self._drained.set()
         self._closing = False
+        self._durable_waiting = 0  # durable events in the queue: they cut the group-commit wait short
+        self._hurry = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0  # events refused because the queue was full (never durable ones: those raise)
 
@@ -76,8 +78,10 @@ class AuditLog:
             raise AuditUnavailable("the audit log is not accepting events")
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((event, committed))
+        self._durable_waiting += 1
         self._drained.clear()
         self._wake.set()
+        self._hurry.set()
         await committed
 
     async def record_as_configured(self, event: AuditEvent) -> None:
@@ -99,6 +103,7 @@ class AuditLog:
         """Writes what is queued (retrying a few times), then stops."""
         self._closing = True
         self._wake.set()
+        self._hurry.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -125,8 +130,13 @@ class AuditLog:
                     return
                 await self._wake.wait()
                 self._wake.clear()
+                if not self._closing and not self._durable_waiting:
+                    # Group commit: let a trickle of events gather, so that light traffic does not pay a whole
+                    # transaction per event. Durable events skip the wait: their callers are holding an action.
+                    await self._lingering()
                 continue
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._settings.batch_size))]
+            self._durable_waiting -= sum(1 for _, committed in batch if committed is not None)
             try:
                 await self._commit([event for event, _ in batch])
             except Exception as problem:  # the store is down or refused: durable callers are told, the rest retried
@@ -147,6 +157,19 @@ class AuditLog:
                     committed.set_result(None)
             if not self._queue:
                 self._drained.set()
+
+    async def _lingering(self) -> None:
+        """Waits up to `commit_delay` for more events, returning early when a batch is full, a durable event
+        arrives or the log closes."""
+        self._hurry.clear()
+        deadline = asyncio.get_running_loop().time() + self._settings.commit_delay
+        while len(self._queue) < self._settings.batch_size and not self._closing and not self._durable_waiting:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), remaining)
+            self._hurry.clear()
 
     async def _commit(self, events: list[AuditEvent]) -> None:
         by_tenant: dict[str, list[AuditEvent]] = {}

@@ -42,6 +42,9 @@ class AuditSettings(_Model):
     enabled: bool = True
     batch_size: int = Field(1000, ge=1, le=100_000, description="events written per group commit at most")
     queue_limit: int = Field(1_000_000, ge=1000, description="events waiting to be written before new ones are refused")
+    commit_delay: float = Field(
+        0.02, ge=0, le=1, description="seconds a trickle of events may wait to share a commit (durable ones never do)"
+    )
     checkpoint_interval: float = Field(300.0, gt=0, description="seconds between signed checkpoints")
     # Actions whose record must be committed before the action is acknowledged; refused when the log is down.
     fail_closed: tuple[Action, ...] = tuple(sorted(FAIL_CLOSED_BY_DEFAULT))
