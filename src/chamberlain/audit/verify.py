@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from chamberlain.audit.checkpoints import Checkpoint, load_checkpoints, signature_valid
 from chamberlain.audit.merkle import TreeBuilder, frontier_root, root
 from chamberlain.audit.records import genesis_hash
-from chamberlain.store.database import Connection, Database, create_database, fetch_rows
+from chamberlain.store.database import Database, RawReader, fetch_rows, open_raw_reader
 from chamberlain.store.schema import audit_events
 
 Row = tuple[int, bytes | None, bytes, bytes]  # seq, body (None once purged), prev_hash, hash
@@ -297,17 +297,16 @@ def _blocks_in_worker(url: str, tenant: str, tasks: list[_BlockTask], purged_bel
 
 
 async def _read_and_check(url: str, tenant: str, tasks: list[_BlockTask], purged_below: int) -> list[_Block]:
-    database = create_database(url)
+    reader = await open_raw_reader(url)
     try:
-        async with database.connect() as connection:
-            return [await _check_block(connection, tenant, task, purged_below) for task in tasks]
+        return [await _check_block(reader, tenant, task, purged_below) for task in tasks]
     finally:
-        await database.dispose()
+        await reader.close()
 
 
-async def _check_block(connection: Connection, tenant: str, task: _BlockTask, purged_below: int) -> _Block:
+async def _check_block(reader: RawReader, tenant: str, task: _BlockTask, purged_below: int) -> _Block:
     low, high, sizes = task
-    rows = await fetch_rows(connection, _READ_RANGE, (tenant, low, high, high - low))
+    rows = await reader.fetch(_READ_RANGE, (tenant, low, high, high - low))
     segment = check_chain(rows, low, None, purged_below)
     leaves = segment.leaves
     frontiers: dict[int, tuple[bytes, ...]] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -219,3 +220,48 @@ async def fetch_rows(connection: Connection, statement: str, parameters: tuple[A
         return list(cursor.fetchall())
     finally:
         cursor.close()
+
+
+class RawReader(Protocol):
+    """A bare-driver connection for bulk reads in a worker process: no SQLAlchemy engine to start (on PostgreSQL
+    its first connection runs several introspection queries), plain tuples back. `?` placeholders."""
+
+    async def fetch(self, statement: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
+
+    async def close(self) -> None: ...
+
+
+async def open_raw_reader(url: str) -> RawReader:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        # Imported here: only readers of PostgreSQL need it (SQLAlchemy loads it for the engine otherwise).
+        import asyncpg  # type: ignore[import-untyped]
+
+        dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        return _AsyncpgReader(await asyncpg.connect(dsn))
+    return _SqliteReader(sqlite3.connect(f"file:{parsed.database}?mode=ro", uri=True))
+
+
+class _AsyncpgReader:
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def fetch(self, statement: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        numbered = statement
+        for number in range(1, statement.count("?") + 1):
+            numbered = numbered.replace("?", f"${number}", 1)
+        return list(await self._connection.fetch(numbered, *parameters))
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+
+class _SqliteReader:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    async def fetch(self, statement: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._connection.execute(statement, parameters).fetchall()
+
+    async def close(self) -> None:
+        self._connection.close()
