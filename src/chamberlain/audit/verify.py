@@ -218,19 +218,14 @@ async def verify_tenant(
     """Verifies a tenant's log in the store. A long log is checked in blocks by `workers` processes (default: one
     per CPU): hashing is CPU-bound and the GIL would serialise threads."""
     checkpoints = await load_checkpoints(database, tenant)
-    trusted, chain_problem = _trusted_checkpoints(tenant, checkpoints, public_keys)
-    purged_below = _purged_below(trusted)
     workers = workers or os.cpu_count() or 1
     size = await _record_count(database, tenant)
     if workers < 2 or size < PARALLEL_FROM:
-        rows = [row async for row in stored_rows(database, tenant)]
-        segment = check_chain(rows, 0, genesis_hash(tenant), purged_below)
-        count, root_at, problem = len(segment.leaves), _incremental_roots(segment.leaves), segment.problem
-    else:
-        sizes = sorted({checkpoint.tree_size for checkpoint in trusted})
-        count, roots, problem = await _check_blocks(database, tenant, size, workers, purged_below, sizes)
-        root_at = roots.__getitem__
-    return _verify_tree(tenant, count, root_at, problem, checkpoints, trusted, chain_problem)
+        return verify_records(tenant, [row async for row in stored_rows(database, tenant)], checkpoints, public_keys)
+    trusted, chain_problem = _trusted_checkpoints(tenant, checkpoints, public_keys)
+    sizes = sorted({checkpoint.tree_size for checkpoint in trusted})
+    count, roots, problem = await _check_blocks(database, tenant, size, workers, _purged_below(trusted), sizes)
+    return _verify_tree(tenant, count, roots.__getitem__, problem, checkpoints, trusted, chain_problem)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,9 @@ from chamberlain.cli.common import (
     run,
     settings_from,
 )
-from chamberlain.crypto.master_key import MasterKey, load_master_key
+from chamberlain.crypto.master_key import load_master_key
 from chamberlain.settings import Settings
+from chamberlain.store.database import Database
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 TenantOption = Annotated[
@@ -85,7 +86,7 @@ def checkpoint(data_dir: DataDir = None, config: ConfigFile = None) -> None:
 
     async def sign() -> list[str]:
         async with initialised_store(settings) as database:
-            checkpointer = Checkpointer(database, await AuditSigner.load_or_create(database, _master_key(settings)))
+            checkpointer = Checkpointer(database, await _signer(database, settings))
             signed = []
             for name in await tenants_with_events(database):
                 made = await checkpointer.checkpoint(name)
@@ -104,7 +105,7 @@ def public_key(data_dir: DataDir = None, config: ConfigFile = None) -> None:
 
     async def load() -> tuple[str, bytes]:
         async with initialised_store(settings) as database:
-            signer = await AuditSigner.load_or_create(database, _master_key(settings))
+            signer = await _signer(database, settings)
             return signer.key_id, signer.public_key
 
     key_id, key = run(load())
@@ -170,7 +171,7 @@ def erase(
 
     async def shred() -> bool:
         async with initialised_store(settings) as database:
-            master_key = _master_key(settings)
+            master_key = load_master_key(settings.data_dir)
             async with database.begin() as connection:
                 shredded = await SubjectKeys(master_key).shred(connection, where, subject)
             await record_admin_change(
@@ -237,7 +238,7 @@ def purge(data_dir: DataDir = None, config: ConfigFile = None) -> None:
 
     async def apply() -> list[str]:
         async with initialised_store(settings) as database:
-            checkpointer = Checkpointer(database, await AuditSigner.load_or_create(database, _master_key(settings)))
+            checkpointer = Checkpointer(database, await _signer(database, settings))
             lines = []
             for name in await tenants_with_events(database):
                 result = await purge_expired(database, checkpointer, settings.audit, name)
@@ -248,5 +249,6 @@ def purge(data_dir: DataDir = None, config: ConfigFile = None) -> None:
         console.print(line)
 
 
-def _master_key(settings: Settings) -> MasterKey:
-    return load_master_key(settings.data_dir)
+async def _signer(database: Database, settings: Settings) -> AuditSigner:
+    """The store's checkpoint signing key (made on first use)."""
+    return await AuditSigner.load_or_create(database, load_master_key(settings.data_dir))

@@ -211,10 +211,7 @@ async def fetch_rows(connection: Connection, statement: str, parameters: tuple[A
     costs more than the read (the audit verifier reads every record). `statement` uses `?` placeholders."""
     raw = await connection.get_raw_connection()
     if isinstance(connection, AsyncConnection):  # asyncpg: $1, $2, ... and Records, which index like tuples
-        numbered = statement
-        for number in range(1, statement.count("?") + 1):
-            numbered = numbered.replace("?", f"${number}", 1)
-        return list(await raw.driver_connection.fetch(numbered, *parameters))
+        return list(await raw.driver_connection.fetch(_numbered(statement), *parameters))
     cursor = raw.driver_connection.execute(statement, parameters)
     try:
         return list(cursor.fetchall())
@@ -247,10 +244,7 @@ class _AsyncpgReader:
         self._connection = connection
 
     async def fetch(self, statement: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        numbered = statement
-        for number in range(1, statement.count("?") + 1):
-            numbered = numbered.replace("?", f"${number}", 1)
-        return list(await self._connection.fetch(numbered, *parameters))
+        return list(await self._connection.fetch(_numbered(statement), *parameters))
 
     async def close(self) -> None:
         await self._connection.close()
@@ -265,3 +259,9 @@ class _SqliteReader:
 
     async def close(self) -> None:
         self._connection.close()
+
+
+def _numbered(statement: str) -> str:
+    """`?` placeholders (sqlite3's qmark style) as asyncpg's `$1`, `$2`, ..."""
+    parts = statement.split("?")
+    return parts[0] + "".join(f"${number}{part}" for number, part in enumerate(parts[1:], start=1))
