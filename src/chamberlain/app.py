@@ -22,30 +22,64 @@ from chamberlain.net.ssrf import Resolver
 from chamberlain.oauth import authorize, introspection, metadata, registration, revocation, token
 from chamberlain.settings import Settings
 from chamberlain.state import AppState, open_state
+from chamberlain.tenancy.tenant import TENANT_PATH_PREFIX
 from chamberlain.web import login
 from chamberlain.web.pages import STATIC_DIR
 from chamberlain.web.request_id import RequestIdMiddleware
 
 logger = logging.getLogger(__name__)
+TENANT_PATH = TENANT_PATH_PREFIX + "{tenant}"
 
 
 def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starlette:
     demo = DemoHandler()
 
     @contextlib.asynccontextmanager
-    async def lifespan(application: Starlette) -> AsyncIterator[None]:
+    async def lifespan(application: Starlette) -> AsyncIterator[dict[str, AppState]]:
         state = await open_state(settings, AsgiUpstream(demo), resolver=resolver)
         application.state.chamberlain = state
         try:
             async with demo.running():
-                yield
+                # Lifespan state: every request's scope carries it, mounted sub-applications' included.
+                yield {"chamberlain": state}
         finally:
             await state.close()
 
+    tenant_surface = _tenant_routes(settings)
+    well_known = [
+        # RFC 8414 §3.1: a path issuer's metadata has the well-known segment inserted before the path; RFC 9728
+        # §3.1 likewise for a resource.
+        Route(f"/.well-known/{name}{tenant}", metadata.oauth_authorization_server, methods=["GET"])
+        for name in ("oauth-authorization-server", "openid-configuration")
+        for tenant in ("", TENANT_PATH)
+    ] + [
+        Route(f"{METADATA_PREFIX}{tenant}/mcp/{{server}}", protected_resource_metadata, methods=["GET"])
+        for tenant in ("", TENANT_PATH)
+    ]
     routes = [
-        Route("/.well-known/oauth-authorization-server", metadata.oauth_authorization_server, methods=["GET"]),
-        Route("/.well-known/openid-configuration", metadata.oauth_authorization_server, methods=["GET"]),
-        Route(METADATA_PREFIX + "/mcp/{server}", protected_resource_metadata, methods=["GET"]),
+        *well_known,
+        *tenant_surface,
+        Mount(TENANT_PATH, routes=[*tenant_surface, _APPENDED_OPENID_CONFIGURATION]),
+        Route("/healthz", _healthz, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestIdMiddleware)],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
+    )
+
+
+# OpenID Connect Discovery §4 appends the well-known path to a path issuer; some clients try only that.
+_APPENDED_OPENID_CONFIGURATION = Route(
+    "/.well-known/openid-configuration", metadata.oauth_authorization_server, methods=["GET"]
+)
+
+
+def _tenant_routes(settings: Settings) -> list[Route]:
+    """One tenant's public surface: at the root for the default tenant, under /t/{tenant} for the others."""
+    routes = [
         Route("/jwks.json", metadata.jwks, methods=["GET"]),
         Route("/authorize", authorize.authorize, methods=["GET"]),
         Route("/authorize", authorize.decide, methods=["POST"]),
@@ -57,17 +91,10 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         Route("/revoke", revocation.revoke, methods=["POST"]),
         Route("/introspect", introspection.introspect, methods=["POST"]),
         Route("/mcp/{server}", McpProxy(), methods=["GET", "POST", "DELETE"]),
-        Route("/healthz", _healthz, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     if settings.registration.dynamic_registration:
         routes.append(Route("/register", registration.register, methods=["POST"]))
-    return Starlette(
-        routes=routes,
-        middleware=[Middleware(RequestIdMiddleware)],
-        lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
-    )
+    return routes
 
 
 async def _healthz(request: Request) -> Response:

@@ -22,6 +22,7 @@ from chamberlain.audit.settings import AuditSettings
 from chamberlain.gateway.server_config import ServerConfig
 from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
 from chamberlain.store.servers import check_server_name
+from chamberlain.tenancy.config import TenantConfig, TenantId
 
 ENV_PREFIX = "CHAMBERLAIN_"
 CONFIG_FILE_NAME = "chamberlain.yaml"
@@ -42,7 +43,10 @@ class LoginSettings(_Section):
     lockout_seconds: int = Field(900, ge=1)
     # RFC 6238 §5.2: one step of drift either way is the usual allowance.
     totp_valid_window: int = Field(1, ge=0, le=3)
-    session_ttl: int = Field(8 * 3600, ge=60, le=7 * 86_400, description="seconds a browser sign-in lasts")
+    # Browser sessions end after session_ttl seconds without use (a role's session_duration, when shorter, wins)
+    # and session_absolute_ttl seconds after sign-in whatever happens; a tenant's `sessions:` overrides both.
+    session_ttl: int = Field(8 * 3600, ge=60, le=7 * 86_400, description="idle seconds before a sign-in lapses")
+    session_absolute_ttl: int = Field(24 * 3600, ge=60, le=30 * 86_400, description="seconds a sign-in lasts")
 
 
 class TokenSettings(_Section):
@@ -67,7 +71,7 @@ class Settings(_Section):
     port: int = Field(8080, ge=0, le=65_535)
     issuer: str | None = Field(None, description="public base URL; derived from host and port when unset")
     database_url: str | None = Field(None, description="SQLAlchemy async URL; SQLite in the data dir when unset")
-    tenant: str = "default"
+    tenant: TenantId = Field("default", description="the tenant served at the root; others are under /t/{id}")
     scopes: tuple[str, ...] = ("mcp:tools", "mcp:resources", "mcp:prompts", "offline_access")
     demo_server: bool = True
     session_cookie_secure: bool | None = Field(None, description="defaults to true when the issuer is https")
@@ -79,6 +83,12 @@ class Settings(_Section):
     # Who may reach which server and tool (policy/roles.py): the enterprise_roles document, as-is or extended.
     roles: RolesDocument = DEFAULT_ROLES
     audit: AuditSettings = AuditSettings()
+    # Tenants' own settings (tenancy/config.py); each section set here wins over the one stored by the admin API.
+    tenants: dict[TenantId, TenantConfig] = Field(default_factory=dict)
+    # Shared state of replicas: rate limits and daily quotas (policy/rate_limits.py). Unset: per-process memory.
+    redis_url: str | None = Field(None, description="redis://HOST:PORT/DB")
+    # When Redis is unreachable, rate limits fall back to per-process memory unless this refuses requests instead.
+    rate_limits_fail_closed: bool = False
 
     @field_validator("issuer")
     @classmethod

@@ -1,7 +1,8 @@
-"""Everything a running gateway holds: the store, keys, caches and the services built on them.
+"""Everything a running gateway holds: the store, keys, caches, the services built on them, and its tenants.
 
-Request handlers read immutable snapshots (key ring, server table) and in-memory sets (revocations); a background
-task keeps those in step with the store, so changes made by the CLI or another replica arrive within seconds.
+Request handlers read immutable snapshots (key ring, server tables, tenant configs) and in-memory sets
+(revocations); a background task keeps those in step with the store, so changes made by the CLI, the admin API or
+another replica arrive within seconds. Per-tenant parts live in tenancy/tenant.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from chamberlain.audit.emit import keyed_hash_key
 from chamberlain.audit.service import AuditService
 from chamberlain.crypto.master_key import MasterKey, load_master_key
@@ -18,29 +21,20 @@ from chamberlain.crypto.signing_keys import KeyRing, load_signing_key
 from chamberlain.gateway.events import EventBus
 from chamberlain.gateway.sessions import SessionBinder
 from chamberlain.gateway.upstream import Upstream
-from chamberlain.gateway.upstream_credentials import SubjectTokenMinter, credentials_for
-from chamberlain.gateway.upstreams import UpstreamRegistry
 from chamberlain.identity.password_change import PasswordChangeTickets
 from chamberlain.net.ssrf import AddressPolicy, Resolver, SystemResolver
-from chamberlain.oauth.access_tokens import AccessTokenIssuer, AccessTokenVerifier
 from chamberlain.oauth.cimd import ClientMetadataDocumentResolver
-from chamberlain.oauth.client_auth import ClientAuthenticator
 from chamberlain.oauth.client_keys import ClientKeySets
-from chamberlain.oauth.clients import ClientDirectory
 from chamberlain.oauth.revocation_list import RevocationList
-from chamberlain.policy.decisions import Policy
 from chamberlain.policy.roles import check_servers
 from chamberlain.settings import Settings
 from chamberlain.store import keys as key_store
-from chamberlain.store.browser_sessions import BrowserSessionRepository
-from chamberlain.store.clients import ClientRepository
-from chamberlain.store.consents import ConsentRepository
 from chamberlain.store.database import Database, create_database, pending_migrations
-from chamberlain.store.grants import GrantRepository, revocations_since
-from chamberlain.store.servers import Server, ServerRepository, configured_servers, merge_servers
-from chamberlain.store.users import UserRepository
-from chamberlain.web.cookies import CookiePolicy
-from chamberlain.web.csrf import CsrfProtection
+from chamberlain.store.grants import revocations_since
+from chamberlain.store.servers import Server, configured_servers, merge_servers
+from chamberlain.store.tenants import TenantRepository, TenantRow
+from chamberlain.tenancy.config import TenantConfig
+from chamberlain.tenancy.tenant import ProtectedResource, Tenant
 
 logger = logging.getLogger(__name__)
 REFRESH_INTERVAL = 1.0
@@ -48,12 +42,6 @@ REFRESH_INTERVAL = 1.0
 
 class NotInitialised(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class ProtectedResource:
-    server: Server
-    resource: str  # the URL clients use, byte for byte: issuer + "/mcp/" + name
 
 
 @dataclass
@@ -65,18 +53,11 @@ class AppState:
     resolver: Resolver
     builtin_upstream: Upstream  # the demo server, answering in-process
     revocations: RevocationList = field(default_factory=RevocationList)
-    resources: dict[str, ProtectedResource] = field(default_factory=dict)
+    tenants: dict[str, Tenant] = field(default_factory=dict)
     _refresher: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        settings, database, tenant = self.settings, self.database, self.settings.tenant
-        self.issuer = settings.public_url
-        self.users = UserRepository(database, tenant)
-        self.clients = ClientRepository(database, tenant)
-        self.servers = ServerRepository(database, tenant, self.master_key)
-        self.grants = GrantRepository(database, tenant)
-        self.consents = ConsentRepository(database, tenant)
-        self.browser_sessions = BrowserSessionRepository(database, tenant)
+        settings = self.settings
         registration = settings.registration
         # Client-chosen URLs (metadata documents, jwks_uri) are fetched only from public addresses, unless a
         # developer explicitly allows private networks.
@@ -84,91 +65,100 @@ class AppState:
             allow_loopback=registration.allow_private_networks,
             allow_private=registration.allow_private_networks,
         )
-        self.client_directory = ClientDirectory(
-            self.clients,
-            ClientMetadataDocumentResolver(
-                self.resolver,
-                fetch_policy,
-                max_bytes=registration.cimd_max_bytes,
-                timeout=registration.fetch_timeout,
-                allow_http_loopback=registration.allow_private_networks,
-            ),
-            self.revocations,
+        self.cimd_resolver = ClientMetadataDocumentResolver(
+            self.resolver,
+            fetch_policy,
+            max_bytes=registration.cimd_max_bytes,
+            timeout=registration.fetch_timeout,
+            allow_http_loopback=registration.allow_private_networks,
         )
-        self.client_authenticator = ClientAuthenticator(
-            self.client_directory,
-            ClientKeySets(self.resolver, fetch_policy, timeout=registration.fetch_timeout),
-            audiences=(self.issuer, self.token_endpoint),
-        )
-        self.cookies = CookiePolicy(secure=settings.cookies_secure)
-        self.csrf = CsrfProtection(self.master_key.derive("csrf"), self.cookies)
+        self.client_key_sets = ClientKeySets(self.resolver, fetch_policy, timeout=registration.fetch_timeout)
         self.password_change_tickets = PasswordChangeTickets(self.master_key.derive("password-change"))
-        self.token_issuer = AccessTokenIssuer(self.issuer, self.current_keys, settings.tokens.access_token_ttl)
-        self.token_verifier = AccessTokenVerifier(self.issuer, self.current_keys, self.revocations)
-        self.policy = Policy(settings.roles)
         self.events = EventBus()
-        self.audit = AuditService(self.database, self.master_key, settings.audit, tenant)
+        self.audit = AuditService(self.database, self.master_key, settings.audit)
         self.audit_hash_key = keyed_hash_key(self.master_key)  # HMAC key for values kept unreadable
         self.events.subscribe(self.audit.gateway_decision)
         self.session_binder = SessionBinder(self.master_key.derive("mcp-session"))
-        subject_tokens = SubjectTokenMinter(self.issuer, self.current_keys)
-        self.upstreams = UpstreamRegistry(
-            self.builtin_upstream,
-            lambda name, config: credentials_for(
-                config.credential, subject_tokens=subject_tokens, on_use=self.audit.credential_use(name)
-            ),
-        )
+        self.tenant_store = TenantRepository(self.database)
         self._configured_servers = configured_servers(settings)
-        self._known_servers: frozenset[str] | None = None
+        self._tenants_version: tuple[tuple[str, float], ...] | None = None
+        self._invalid_configs: set[tuple[str, float]] = set()
 
     @property
-    def token_endpoint(self) -> str:
-        return f"{self.issuer}/token"
+    def default_tenant(self) -> Tenant:
+        return self.tenants[self.settings.tenant]
+
+    def tenant(self, tenant_id: str) -> Tenant | None:
+        return self.tenants.get(tenant_id)
 
     def current_keys(self) -> KeyRing:
         return self.keyring
-
-    def resource_url(self, server_name: str) -> str:
-        return f"{self.issuer}/mcp/{server_name}"
-
-    def resource_by_url(self, url: str) -> ProtectedResource | None:
-        prefix = f"{self.issuer}/mcp/"
-        if not url.startswith(prefix):
-            return None
-        found = self.resources.get(url[len(prefix) :])
-        return found if found is not None and found.resource == url else None
 
     async def sync_revocations(self) -> None:
         """Applies revocations written to the feed (by this process or others) right away."""
         self.revocations.apply(await revocations_since(self.database, self.revocations.last_id))
 
     async def refresh(self) -> None:
-        """Pulls what other processes changed: revocations, signing keys, servers."""
+        """Pulls what other processes changed: revocations, signing keys, tenants, servers."""
         await self.sync_revocations()
         rows = await key_store.usable_keys(self.database)
         if key_ring_version(rows) != self.keyring.version:
             self.keyring = key_ring_from_rows(rows, self.master_key)
-        servers, overridden = merge_servers(self._configured_servers, await self.servers.list())
-        self.resources = {server.name: self._resource(server) for server in servers}
-        names = frozenset(self.resources)
-        if names != self._known_servers:
-            self._known_servers = names
-            self.upstreams.keep_only(set(names))
-            self._report_server_problems(names, overridden)
+        version = await self.tenant_store.version()
+        if version != self._tenants_version:
+            await self._refresh_tenants(await self.tenant_store.list())
+            self._tenants_version = version
+        for tenant in list(self.tenants.values()):
+            await self._refresh_servers(tenant)
 
-    def _resource(self, server: Server) -> ProtectedResource:
-        # An unchanged server keeps its object, so the request path's checks against it stay identity checks.
-        known = self.resources.get(server.name)
-        if known is not None and known.server == server:
-            return known
-        return ProtectedResource(server, self.resource_url(server.name))
+    async def _refresh_tenants(self, rows: list[TenantRow]) -> None:
+        present = {self.settings.tenant} | {row.id for row in rows}
+        for row in rows:
+            config = self._effective_config(row)
+            known = self.tenants.get(row.id)
+            if known is None:
+                self.tenants[row.id] = Tenant(self, row.id, config)
+            else:
+                known.configure(config)
+        if self.settings.tenant not in self.tenants:  # not initialised with this tenant id: serve it all the same
+            self.tenants[self.settings.tenant] = Tenant(self, self.settings.tenant, self._effective_config(None))
+        for gone in set(self.tenants) - present:
+            retired = self.tenants.pop(gone)
+            await retired.upstreams.aclose()
 
-    def _report_server_problems(self, names: frozenset[str], overridden: list[Server]) -> None:
+    def _effective_config(self, row: TenantRow | None) -> TenantConfig:
+        """The stored config overlaid by the config file's `tenants.ID` (and top-level `roles:` for the default)."""
+        tenant_id = row.id if row is not None else self.settings.tenant
+        stored = TenantConfig()
+        if row is not None and row.config:
+            try:
+                stored = TenantConfig.model_validate(row.config)
+            except ValidationError as invalid:
+                # Written by an older or newer version, or by hand: serve the tenant on its file settings and say so
+                # once per stored version, rather than take the whole gateway down.
+                key = (tenant_id, row.created_at)
+                if key not in self._invalid_configs:
+                    self._invalid_configs.add(key)
+                    logger.error("tenant %r: the stored configuration is invalid, ignored: %s", tenant_id, invalid)
+        from_file = self.settings.tenants.get(tenant_id, TenantConfig())
+        if tenant_id == self.settings.tenant and "roles" in self.settings.model_fields_set:
+            from_file = from_file.model_copy(update={"roles": self.settings.roles})
+            from_file.model_fields_set.add("roles")
+        return stored.overlaid_by(from_file)
+
+    async def _refresh_servers(self, tenant: Tenant) -> None:
+        stored = await tenant.servers.list()
+        configured = self._configured_servers if tenant.id == self.settings.tenant else []
+        servers, overridden = merge_servers(configured, stored)
+        if tenant.set_servers(servers):
+            self._report_server_problems(tenant, overridden)
+
+    def _report_server_problems(self, tenant: Tenant, overridden: list[Server]) -> None:
         """Logged when the set of servers changes: mistakes worth fixing that must not stop the gateway."""
         for server in overridden:
             logger.warning("server %r is in the config file and the database: the config file's wins", server.name)
-        for problem in check_servers(self.settings.roles, names):
-            logger.warning("%s", problem)
+        for problem in check_servers(tenant.roles, tenant.resources):
+            logger.warning("tenant %r: %s", tenant.id, problem)
 
     async def start(self) -> None:
         await self.refresh()
@@ -181,7 +171,8 @@ class AppState:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        await self.upstreams.aclose()
+        for tenant in self.tenants.values():
+            await tenant.upstreams.aclose()
         await self.events.aclose()
         await self.audit.aclose()
         await self.database.dispose()
@@ -236,3 +227,6 @@ async def open_state(settings: Settings, builtin_upstream: Upstream, *, resolver
     state = AppState(settings, database, master_key, keyring, resolver or SystemResolver(), builtin_upstream)
     await state.start()
     return state
+
+
+__all__ = ["AppState", "NotInitialised", "ProtectedResource", "open_state"]

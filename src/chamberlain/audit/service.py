@@ -26,9 +26,8 @@ _OUTCOMES: dict[str, Outcome] = {"allowed": "success", "denied": "denied", "upst
 
 
 class AuditService:
-    def __init__(self, database: Database, master_key: MasterKey, settings: AuditSettings, tenant: str) -> None:
+    def __init__(self, database: Database, master_key: MasterKey, settings: AuditSettings) -> None:
         self._database = database
-        self._tenant = tenant
         self._master_key = master_key
         self.settings = settings
         self.log = AuditLog(database, master_key, settings)
@@ -72,14 +71,15 @@ class AuditService:
     async def record_gateway_decision_durably(self, event: GatewayEvent) -> None:
         await self.log.record_durably(_mcp_event(event))
 
-    def credential_use(self, server: str) -> CredentialUse:
-        """What the upstream credentials of `server` call before a stored secret is used (credential.read)."""
+    def credential_use(self, tenant: str, server: str) -> CredentialUse:
+        """What the upstream credentials of a tenant's `server` call before a stored secret is used
+        (credential.read)."""
 
         async def record(grant_type: str) -> None:
             event = AuditEvent(
                 action=Action.CREDENTIAL_READ,
                 outcome="success",
-                tenant=self._tenant,
+                tenant=tenant,
                 actor=Actor("service", "gateway"),
                 target=f"upstream:{server}",
                 details={"grant_type": grant_type},

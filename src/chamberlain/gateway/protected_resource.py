@@ -11,19 +11,20 @@ from starlette.responses import JSONResponse, Response
 
 from chamberlain.oauth.access_tokens import AccessTokenClaims, InvalidAccessToken
 from chamberlain.oauth.errors import INSUFFICIENT_SCOPE, INVALID_REQUEST, INVALID_TOKEN
-from chamberlain.state import AppState, ProtectedResource
+from chamberlain.tenancy.routing import tenant_of
+from chamberlain.tenancy.tenant import ProtectedResource, Tenant
 
 METADATA_PREFIX = "/.well-known/oauth-protected-resource"
 
 
-def resource_metadata_url(app: AppState, server_name: str) -> str:
+def resource_metadata_url(app: Tenant, server_name: str) -> str:
     # RFC 9728 §3.1: the well-known segment goes between the host and the resource's path.
     return f"{app.issuer}{METADATA_PREFIX}/mcp/{server_name}"
 
 
 async def protected_resource_metadata(request: Request) -> Response:
     """GET /.well-known/oauth-protected-resource/mcp/{server}"""
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     resource = app.resources.get(request.path_params["server"])
     if resource is None:
         return JSONResponse({"error": "not_found", "error_description": "no such MCP server"}, status_code=404)
@@ -40,7 +41,7 @@ async def protected_resource_metadata(request: Request) -> Response:
 
 
 def challenge(
-    app: AppState,
+    app: Tenant,
     resource: ProtectedResource,
     *,
     status_code: int,
@@ -64,7 +65,7 @@ def challenge(
     return JSONResponse(body, status_code=status_code, headers={"WWW-Authenticate": "Bearer " + ", ".join(params)})
 
 
-def authenticate(app: AppState, resource: ProtectedResource, request: Request) -> AccessTokenClaims | Response:
+def authenticate(app: Tenant, resource: ProtectedResource, request: Request) -> AccessTokenClaims | Response:
     origin = request.headers.get("origin")
     if origin is not None and origin != app.issuer:
         # MCP streamable HTTP transport: servers must validate Origin to stop DNS-rebinding attacks from browsers.

@@ -30,7 +30,8 @@ from chamberlain.gateway.sse import event_data, message_event
 from chamberlain.gateway.upstream import Headers, UpstreamError, UpstreamRequest, UpstreamResponse
 from chamberlain.oauth.access_tokens import AccessTokenClaims
 from chamberlain.policy.roles import Kind
-from chamberlain.state import AppState, ProtectedResource
+from chamberlain.tenancy.routing import tenant_for_scope
+from chamberlain.tenancy.tenant import ProtectedResource, Tenant
 from chamberlain.web.request_id import request_id_of
 
 logger = logging.getLogger(__name__)
@@ -51,10 +52,9 @@ class McpProxy:
     """The ASGI endpoint for /mcp/{server} (POST, GET and DELETE)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app: AppState = scope["app"].state.chamberlain
-        name: str = scope["path_params"]["server"]
-        resource = app.resources.get(name)
-        if resource is None:
+        app = tenant_for_scope(scope)
+        resource = app.resources.get(scope["path_params"]["server"]) if app is not None else None
+        if app is None or resource is None:
             await _send_json(send, 404, {"error": "not_found", "error_description": "no such MCP server"})
             return
         outcome = authenticate(app, resource, Request(scope, receive))
@@ -81,7 +81,7 @@ class _Exchange:
 
     def __init__(
         self,
-        app: AppState,
+        app: Tenant,
         resource: ProtectedResource,
         principal: AccessTokenClaims,
         scope: Scope,

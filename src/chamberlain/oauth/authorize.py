@@ -29,8 +29,9 @@ from chamberlain.oauth.errors import (
 from chamberlain.oauth.redirect_uri import redirect_uri_matches
 from chamberlain.oauth.scopes import format_scope, granted_scopes
 from chamberlain.sessions.browser import SignedIn, signed_in
-from chamberlain.state import AppState, ProtectedResource
 from chamberlain.store.grants import AuthorizationCode
+from chamberlain.tenancy.routing import tenant_of
+from chamberlain.tenancy.tenant import ProtectedResource, Tenant
 from chamberlain.web.pages import message_page, render
 
 MAX_QUERY_LENGTH = 8192
@@ -76,13 +77,13 @@ class AuthorizationRequest:
 
 async def authorize(request: Request) -> Response:
     """GET /authorize"""
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     return await _handle(app, request, str(request.url.query), decision=None)
 
 
 async def decide(request: Request) -> Response:
     """POST /authorize: the consent form's Allow or Deny."""
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     form = await request.form()
     query = _form_value(form, "request")
     decision = _form_value(form, "decision")
@@ -99,7 +100,7 @@ async def decide(request: Request) -> Response:
     return await _handle(app, request, query, decision=decision)
 
 
-async def _handle(app: AppState, request: Request, query: str, *, decision: str | None) -> Response:
+async def _handle(app: Tenant, request: Request, query: str, *, decision: str | None) -> Response:
     try:
         authorization = await parse_request(app, query)
         return await _continue(app, request, authorization, decision)
@@ -109,7 +110,7 @@ async def _handle(app: AppState, request: Request, query: str, *, decision: str 
         return _redirect(app, failure.redirect_uri, failure.state, failure.error.as_dict())
 
 
-async def parse_request(app: AppState, query: str) -> AuthorizationRequest:
+async def parse_request(app: Tenant, query: str) -> AuthorizationRequest:
     if len(query) > MAX_QUERY_LENGTH:
         raise AuthorizationPageError("The authorization request is too long.")
     pairs = parse_qsl(query, keep_blank_values=True)
@@ -176,12 +177,12 @@ def _redirect_uri(client: Client, requested: str | None) -> tuple[str, bool]:
     raise AuthorizationPageError("The redirect_uri is not one this application registered.")
 
 
-def _resource(app: AppState, requested: str | None) -> ProtectedResource | None:
+def _resource(app: Tenant, requested: str | None) -> ProtectedResource | None:
     return app.resource_by_url(requested) if requested else None
 
 
 async def _continue(
-    app: AppState, request: Request, authorization: AuthorizationRequest, decision: str | None
+    app: Tenant, request: Request, authorization: AuthorizationRequest, decision: str | None
 ) -> Response:
     signed = await signed_in(app, request)
     if "login" in authorization.prompt and decision is None:
@@ -203,7 +204,7 @@ async def _continue(
         await app.consents.record(**consent)
         emit.consent(
             app.audit.log,
-            app.settings.tenant,
+            app.id,
             signed.user.id,
             authorization.client.client_id,
             given=True,
@@ -217,7 +218,7 @@ async def _continue(
     return await _issue_code(app, signed, authorization)
 
 
-async def _issue_code(app: AppState, signed: SignedIn, authorization: AuthorizationRequest) -> Response:
+async def _issue_code(app: Tenant, signed: SignedIn, authorization: AuthorizationRequest) -> Response:
     code = new_secret()
     now = time.time()
     await app.grants.add_code(
@@ -241,7 +242,7 @@ def _redirect_error(authorization: AuthorizationRequest, error: str, description
     return AuthorizationRedirectError(OAuthError(error, description), authorization.redirect_uri, authorization.state)
 
 
-def _redirect(app: AppState, redirect_uri: str, state: str | None, params: dict[str, str]) -> Response:
+def _redirect(app: Tenant, redirect_uri: str, state: str | None, params: dict[str, str]) -> Response:
     # RFC 6749 §4.1.2: echo state; RFC 9207 §2: name the issuer so the client can detect mix-up attacks.
     response_params = {**params, **({"state": state} if state is not None else {}), "iss": app.issuer}
     separator = "&" if urlsplit(redirect_uri).query else "?"
@@ -251,7 +252,7 @@ def _redirect(app: AppState, redirect_uri: str, state: str | None, params: dict[
 
 
 def login_page(
-    app: AppState,
+    app: Tenant,
     request: Request,
     authorization: AuthorizationRequest | None,
     *,
@@ -269,6 +270,7 @@ def login_page(
         "error": error,
         "username": username,
         "totp_required": totp_required,
+        "base": app.path(""),
     }
     targets = (authorization.redirect_target,) if authorization else ()
     response = render("login.html", context, status_code=status_code, form_targets=targets)
@@ -288,7 +290,7 @@ def _without_prompt_login(authorization: AuthorizationRequest) -> str:
     return urlencode(kept)
 
 
-def _consent_page(app: AppState, request: Request, signed: SignedIn, authorization: AuthorizationRequest) -> Response:
+def _consent_page(app: Tenant, request: Request, signed: SignedIn, authorization: AuthorizationRequest) -> Response:
     browser_value, fresh = app.csrf.browser_value(request)
     subject = f"{signed.session_id}\x00{authorization.query}"
     metadata = authorization.client.metadata
@@ -302,6 +304,7 @@ def _consent_page(app: AppState, request: Request, signed: SignedIn, authorizati
         "redirect_host": urlsplit(authorization.redirect_uri).netloc or authorization.redirect_uri,
         "resource": authorization.resource.resource,
         "scopes": sorted(authorization.scopes),
+        "base": app.path(""),
     }
     response = render("consent.html", context, form_targets=(authorization.redirect_target,))
     if fresh:

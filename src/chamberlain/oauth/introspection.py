@@ -15,14 +15,15 @@ from chamberlain.crypto.tokens import digest
 from chamberlain.oauth.access_tokens import InvalidAccessToken
 from chamberlain.oauth.errors import INVALID_REQUEST, NO_STORE, OAuthError, invalid_client
 from chamberlain.oauth.forms import read_form
-from chamberlain.state import AppState
+from chamberlain.tenancy.routing import tenant_of
+from chamberlain.tenancy.tenant import Tenant
 
 INACTIVE: dict[str, Any] = {"active": False}
 
 
 async def introspect(request: Request) -> Response:
     """POST /introspect"""
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     try:
         form = await read_form(request)
         client = await app.client_authenticator.authenticate(form, request.headers.get("authorization"))
@@ -39,7 +40,7 @@ async def introspect(request: Request) -> Response:
     return JSONResponse(body, headers=NO_STORE)
 
 
-async def _describe(app: AppState, token: str) -> dict[str, Any]:
+async def _describe(app: Tenant, token: str) -> dict[str, Any]:
     try:
         claims = app.token_verifier.verify(token, audience=None)
     except InvalidAccessToken:
@@ -52,7 +53,7 @@ async def _describe(app: AppState, token: str) -> dict[str, Any]:
     }
 
 
-async def _describe_refresh_token(app: AppState, token: str) -> dict[str, Any]:
+async def _describe_refresh_token(app: Tenant, token: str) -> dict[str, Any]:
     found = await app.grants.find_refresh_token(digest(token))
     if found is None:
         return INACTIVE

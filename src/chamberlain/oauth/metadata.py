@@ -9,13 +9,14 @@ from starlette.responses import JSONResponse, Response
 
 from chamberlain.oauth.client_auth import ASSERTION_ALGORITHMS
 from chamberlain.oauth.token import GRANTS
-from chamberlain.state import AppState
+from chamberlain.tenancy.routing import tenant_of
+from chamberlain.tenancy.tenant import Tenant
 
 TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
 PUBLIC_CACHE = {"Cache-Control": "public, max-age=300"}
 
 
-def authorization_server_metadata(app: AppState) -> dict[str, Any]:
+def authorization_server_metadata(app: Tenant) -> dict[str, Any]:
     issuer = app.issuer
     metadata: dict[str, Any] = {
         "issuer": issuer,  # byte-identical to every token's iss and every response's iss (RFC 8414 §3.3, RFC 9207)
@@ -42,7 +43,7 @@ def authorization_server_metadata(app: AppState) -> dict[str, Any]:
     return metadata
 
 
-def _server_scopes(app: AppState) -> set[str]:
+def _server_scopes(app: Tenant) -> set[str]:
     return {scope for resource in app.resources.values() for scope in resource.server.scopes}
 
 
@@ -52,11 +53,11 @@ async def oauth_authorization_server(request: Request) -> Response:
     Both paths serve the same RFC 8414 document: Chamberlain issues access tokens, not ID tokens, so it does not
     claim to be an OpenID Provider; clients that probe the OIDC path still find the endpoints they need.
     """
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     return JSONResponse(authorization_server_metadata(app), headers=PUBLIC_CACHE)
 
 
 async def jwks(request: Request) -> Response:
     """GET /jwks.json: the active key and every retired key whose tokens may still be in use."""
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     return JSONResponse(app.keyring.jwks(), headers=PUBLIC_CACHE)

@@ -20,12 +20,12 @@ from chamberlain.crypto.tokens import digest, new_secret
 from chamberlain.oauth.client_metadata import parse_client_metadata
 from chamberlain.oauth.errors import INVALID_CLIENT_METADATA, NO_STORE, OAuthError
 from chamberlain.oauth.forms import read_body
-from chamberlain.state import AppState
+from chamberlain.tenancy.routing import tenant_of
 
 
 async def register(request: Request) -> Response:
     """POST /register"""
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     try:
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             raise OAuthError(INVALID_CLIENT_METADATA, "the body must be application/json")
@@ -40,7 +40,7 @@ async def register(request: Request) -> Response:
     secret = None if metadata.token_endpoint_auth_method in ("none", "private_key_jwt") else new_secret()
     await app.clients.add(client_id, "dynamic", metadata.to_dict(), digest(secret) if secret else None)
     details = {"registration": "dynamic", "grant_types": list(metadata.grant_types)}
-    emit.client_event(app.audit.log, app.settings.tenant, Action.CLIENT_REGISTERED, client_id, details)
+    emit.client_event(app.audit.log, app.id, Action.CLIENT_REGISTERED, client_id, details)
     # RFC 7591 §3.2.1: the response echoes the registered metadata, with the values the server chose.
     body = {**metadata.to_dict(), "client_id": client_id, "client_id_issued_at": int(time.time())}
     if secret is not None:

@@ -15,14 +15,15 @@ from chamberlain.crypto.tokens import digest
 from chamberlain.oauth.access_tokens import InvalidAccessToken
 from chamberlain.oauth.errors import INVALID_REQUEST, NO_STORE, UNSUPPORTED_TOKEN_TYPE, OAuthError
 from chamberlain.oauth.forms import read_form
-from chamberlain.state import AppState
+from chamberlain.tenancy.routing import tenant_of
+from chamberlain.tenancy.tenant import Tenant
 
 TOKEN_TYPE_HINTS = ("access_token", "refresh_token")
 
 
 async def revoke(request: Request) -> Response:
     """POST /revoke"""
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     try:
         form = await read_form(request)
         client = await app.client_authenticator.authenticate(form, request.headers.get("authorization"))
@@ -42,13 +43,13 @@ async def revoke(request: Request) -> Response:
         await app.sync_revocations()
         # RFC 7009 §2.2: the answer is the same whether or not anything was revoked; the record says what was asked.
         details = {"token_type_hint": hint or "", "refresh_token": found is not None}
-        emit.client_event(app.audit.log, app.settings.tenant, Action.TOKEN_REVOKED, client.client_id, details)
+        emit.client_event(app.audit.log, app.id, Action.TOKEN_REVOKED, client.client_id, details)
     except OAuthError as failure:
         return failure.to_response()
     return Response(status_code=200, headers=NO_STORE)
 
 
-async def _revoke_access_token(app: AppState, token: str, client_id: str) -> None:
+async def _revoke_access_token(app: Tenant, token: str, client_id: str) -> None:
     try:
         claims = app.token_verifier.verify(token, audience=None)
     except InvalidAccessToken:

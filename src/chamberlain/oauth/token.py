@@ -13,9 +13,10 @@ from chamberlain.oauth.errors import UNAUTHORIZED_CLIENT, UNSUPPORTED_GRANT_TYPE
 from chamberlain.oauth.forms import read_form
 from chamberlain.oauth.grants import authorization_code, client_credentials, refresh_token
 from chamberlain.oauth.token_response import TokenResponse
-from chamberlain.state import AppState
+from chamberlain.tenancy.routing import tenant_of
+from chamberlain.tenancy.tenant import Tenant
 
-Grant = Callable[[AppState, Client, dict[str, str]], Awaitable[TokenResponse]]
+Grant = Callable[[Tenant, Client, dict[str, str]], Awaitable[TokenResponse]]
 
 # No implicit or password grants: OAuth 2.1 §10 and RFC 9700 §2.4 retire them.
 GRANTS: dict[str, Grant] = {
@@ -27,7 +28,7 @@ GRANTS: dict[str, Grant] = {
 
 async def token(request: Request) -> Response:
     """POST /token"""
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     grant_type, client_id = "", None
     try:
         form = await read_form(request)
@@ -41,7 +42,7 @@ async def token(request: Request) -> Response:
             raise OAuthError(UNAUTHORIZED_CLIENT, f"this client is not registered for the {grant_type} grant")
         issued = await grant(app, client, form)
     except OAuthError as failure:
-        emit.token_refused(app.audit.log, app.settings.tenant, grant_type[:64], client_id, failure.error)
+        emit.token_refused(app.audit.log, app.id, grant_type[:64], client_id, failure.error)
         return failure.to_response()
     emit.token_issued(app.audit.log, request, grant_type, issued.access_token.claims)
     return issued.to_response()

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chamberlain.state import AppState
 from chamberlain.store.browser_sessions import BrowserSession
 from chamberlain.store.users import User
+from chamberlain.tenancy.tenant import Tenant
 
 COOKIE = "session"
 
@@ -21,7 +21,7 @@ class SignedIn:
     user: User
 
 
-async def signed_in(app: AppState, request: Request) -> SignedIn | None:
+async def signed_in(app: Tenant, request: Request) -> SignedIn | None:
     session_id = app.cookies.read(request, COOKIE)
     if not session_id or len(session_id) > 100:
         return None
@@ -34,7 +34,7 @@ async def signed_in(app: AppState, request: Request) -> SignedIn | None:
     return SignedIn(session_id, session, user)
 
 
-async def start_session(app: AppState, request: Request, response: Response, user: User, *, mfa: bool) -> None:
+async def start_session(app: Tenant, request: Request, response: Response, user: User, *, mfa: bool) -> None:
     """Always a new session id, and the browser's previous session ends: an id planted before sign-in (session
     fixation) is worthless after it."""
     previous = app.cookies.read(request, COOKIE)

@@ -40,6 +40,10 @@ tenants = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", Float, nullable=False),
+    # The tenant's own settings (tenancy/config.py TenantConfig as JSON): roles, sessions, quotas, rate limits.
+    # The config file's `tenants:` section wins over this, key by key.
+    Column("config", JSON(none_as_null=True), nullable=True),
+    Column("updated_at", Float, nullable=True),
 )
 
 users = Table(
@@ -63,7 +67,8 @@ users = Table(
 clients = Table(
     "clients",
     metadata,
-    Column("client_id", String(2000), primary_key=True),
+    # A client (a CIMD URL especially) may sign in to several tenants: each keeps its own row.
+    Column("client_id", String(2000), nullable=False),
     Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
     # "dynamic" (RFC 7591), "metadata_document" (CIMD: a cached copy of the fetched document) or "static".
     Column("registration", String(32), nullable=False),
@@ -71,6 +76,7 @@ clients = Table(
     Column("client_metadata", JSON, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    PrimaryKeyConstraint("tenant_id", "client_id"),
 )
 
 servers = Table(
@@ -187,7 +193,27 @@ browser_sessions = Table(
     Column("auth_time", Float, nullable=False),
     Column("mfa", Boolean, nullable=False),
     Column("created_at", Float, nullable=False),
-    Column("expires_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),  # the absolute timeout
+    # Idle timeout: the session ends idle_timeout seconds after last_seen_at (the roles' shortest session_duration).
+    Column("last_seen_at", Float, nullable=True),
+    Column("idle_timeout", Float, nullable=True),
+    # The roles the session was started with: a change of roles (or of MFA state) means a new session id.
+    Column("roles", JSON(none_as_null=True), nullable=True),
+    # SHA-256 of the browser's User-Agent: a cookie replayed from another browser is refused.
+    Column("user_agent_hash", LargeBinary, nullable=True),
+    Column("client_id", String(2000), nullable=True),  # the OAuth client the sign-in was for, if any
+    Index("ix_browser_sessions_user", "tenant_id", "user_id"),
+)
+
+group_mappings = Table(
+    "group_mappings",
+    metadata,
+    # An IdP or directory group (a claim value, a SAML attribute value or an LDAP DN) and a role it confers.
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("group_name", String(500), nullable=False),
+    Column("role", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "group_name", "role"),
 )
 
 # -- audit (audit/): one hash chain and one RFC 6962 Merkle tree per tenant -------------------------------------

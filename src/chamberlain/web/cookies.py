@@ -11,9 +11,11 @@ from starlette.responses import Response
 
 
 class CookiePolicy:
-    def __init__(self, *, secure: bool) -> None:
+    def __init__(self, *, secure: bool, realm: str | None = None) -> None:
+        """`realm` names a tenant other than the default: each tenant's cookies have their own names, so signing
+        in to one tenant neither replaces nor vouches for a session in another."""
         self.secure = secure
-        self._prefix = "__Host-chamberlain_" if secure else "chamberlain_"
+        self._prefix = ("__Host-chamberlain_" if secure else "chamberlain_") + (f"{realm}_" if realm else "")
 
     def name(self, short_name: str) -> str:
         return self._prefix + short_name

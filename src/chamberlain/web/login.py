@@ -17,8 +17,9 @@ from chamberlain.oauth.authorize import (
     parse_request,
 )
 from chamberlain.sessions.browser import start_session
-from chamberlain.state import AppState
 from chamberlain.store.users import User
+from chamberlain.tenancy.routing import tenant_of
+from chamberlain.tenancy.tenant import Tenant
 from chamberlain.web.pages import message_page, render
 
 PASSWORD_PURPOSE = "password-change"
@@ -31,12 +32,12 @@ _MESSAGES = {
 
 
 async def show_login(request: Request) -> Response:
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     return login_page(app, request, None)
 
 
 async def submit_login(request: Request) -> Response:
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     form = await request.form()
     fields = {name: value for name, value in form.items() if isinstance(value, str)}
     return_to = fields.get("return_to", "")
@@ -70,13 +71,13 @@ async def submit_login(request: Request) -> Response:
     return await _signed_in(app, request, result.user, authorization)
 
 
-def _audit_sign_in(app: AppState, request: Request, username: str, result: LoginResult) -> None:
+def _audit_sign_in(app: Tenant, request: Request, username: str, result: LoginResult) -> None:
     if result.outcome is LoginOutcome.TOTP_REQUIRED:
         return  # the password was right and the second factor is still to come: not an outcome yet
     emit.sign_in(
         app.audit.log,
         request,
-        app.settings.tenant,
+        app.id,
         user_id=result.user.id if result.user else None,
         username_hash=emit.keyed_hash(app.audit_hash_key, username),
         outcome="success" if result.outcome is LoginOutcome.OK else "failure",
@@ -87,7 +88,7 @@ def _audit_sign_in(app: AppState, request: Request, username: str, result: Login
 
 async def submit_new_password(request: Request) -> Response:
     """POST /login/password: a user who signed in with a one-time password sets their own."""
-    app: AppState = request.app.state.chamberlain
+    app = tenant_of(request)
     form = await request.form()
     fields = {name: value for name, value in form.items() if isinstance(value, str)}
     authorization = await _authorization(app, fields.get("return_to", ""))
@@ -113,18 +114,16 @@ async def submit_new_password(request: Request) -> Response:
     return await _signed_in(app, request, user, authorization)
 
 
-async def _signed_in(
-    app: AppState, request: Request, user: User, authorization: AuthorizationRequest | None
-) -> Response:
-    target = f"/authorize?{authorization.query}" if authorization else "/login/done"
+async def _signed_in(app: Tenant, request: Request, user: User, authorization: AuthorizationRequest | None) -> Response:
+    target = app.path(f"/authorize?{authorization.query}" if authorization else "/login/done")
     response = RedirectResponse(target, status_code=303)
     await start_session(app, request, response, user, mfa=user.totp_secret is not None)
-    emit.session_created(app.audit.log, request, app.settings.tenant, user.id, mfa=user.totp_secret is not None)
+    emit.session_created(app.audit.log, request, app.id, user.id, mfa=user.totp_secret is not None)
     return response
 
 
 def _change_password_page(
-    app: AppState,
+    app: Tenant,
     request: Request,
     user: User,
     authorization: AuthorizationRequest | None,
@@ -139,6 +138,7 @@ def _change_password_page(
         "return_to": authorization.query if authorization else "",
         "username": user.username,
         "error": error,
+        "base": app.path(""),
     }
     targets = (authorization.redirect_target,) if authorization else ()
     response = render("change_password.html", context, status_code=400 if error else 200, form_targets=targets)
@@ -151,7 +151,7 @@ async def signed_in_page(request: Request) -> Response:
     return message_page("Signed in", "You are signed in to Chamberlain.", status_code=200, is_error=False)
 
 
-async def _authorization(app: AppState, return_to: str) -> AuthorizationRequest | None:
+async def _authorization(app: Tenant, return_to: str) -> AuthorizationRequest | None:
     if not return_to:
         return None
     try:

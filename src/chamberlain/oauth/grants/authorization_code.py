@@ -9,11 +9,11 @@ from chamberlain.oauth import pkce
 from chamberlain.oauth.clients import Client
 from chamberlain.oauth.errors import INVALID_GRANT, INVALID_REQUEST, INVALID_TARGET, OAuthError
 from chamberlain.oauth.token_response import RefreshToken, TokenResponse
-from chamberlain.state import AppState
 from chamberlain.store.grants import AuthorizationCode
+from chamberlain.tenancy.tenant import Tenant
 
 
-async def exchange(app: AppState, client: Client, form: dict[str, str]) -> TokenResponse:
+async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenResponse:
     code = form.get("code")
     if not code:
         raise OAuthError(INVALID_REQUEST, "code is required")

@@ -6,10 +6,10 @@ from chamberlain.oauth.clients import Client
 from chamberlain.oauth.errors import INVALID_TARGET, UNAUTHORIZED_CLIENT, OAuthError
 from chamberlain.oauth.scopes import granted_scopes
 from chamberlain.oauth.token_response import TokenResponse
-from chamberlain.state import AppState
+from chamberlain.tenancy.tenant import Tenant
 
 
-async def exchange(app: AppState, client: Client, form: dict[str, str]) -> TokenResponse:
+async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenResponse:
     # OAuth 2.1 §4.2: only confidential clients may use this grant.
     if client.metadata.is_public:
         raise OAuthError(UNAUTHORIZED_CLIENT, "public clients cannot use client_credentials")
@@ -28,7 +28,7 @@ async def exchange(app: AppState, client: Client, form: dict[str, str]) -> Token
         client_id=client.client_id,
         audience=resource.resource,
         scopes=requested,
-        tenant=app.settings.tenant,
+        tenant=app.id,
         grant_id=None,
         auth_time=None,
     )

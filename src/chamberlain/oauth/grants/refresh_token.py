@@ -12,11 +12,11 @@ from chamberlain.oauth.clients import Client
 from chamberlain.oauth.errors import INVALID_GRANT, INVALID_REQUEST, INVALID_SCOPE, INVALID_TARGET, OAuthError
 from chamberlain.oauth.scopes import parse_scope
 from chamberlain.oauth.token_response import RefreshToken, TokenResponse
-from chamberlain.state import AppState
 from chamberlain.store.grants import Grant
+from chamberlain.tenancy.tenant import Tenant
 
 
-async def exchange(app: AppState, client: Client, form: dict[str, str]) -> TokenResponse:
+async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenResponse:
     presented = form.get("refresh_token")
     if not presented:
         raise OAuthError(INVALID_REQUEST, "refresh_token is required")
