@@ -26,6 +26,7 @@ from chamberlain.net.ssrf import AddressPolicy, Resolver, SystemResolver
 from chamberlain.oauth.cimd import ClientMetadataDocumentResolver
 from chamberlain.oauth.client_keys import ClientKeySets
 from chamberlain.oauth.revocation_list import RevocationList
+from chamberlain.policy.rate_limits import RateLimiter
 from chamberlain.policy.roles import check_servers
 from chamberlain.settings import Settings
 from chamberlain.store import keys as key_store
@@ -80,6 +81,7 @@ class AppState:
         self.events.subscribe(self.audit.gateway_decision)
         self.session_binder = SessionBinder(self.master_key.derive("mcp-session"))
         self.tenant_store = TenantRepository(self.database)
+        self.rate_limiter = RateLimiter.from_settings(settings)
         self._configured_servers = configured_servers(settings)
         self._tenants_version: tuple[tuple[str, float], ...] | None = None
         self._invalid_configs: set[tuple[str, float]] = set()
@@ -90,6 +92,9 @@ class AppState:
 
     def tenant(self, tenant_id: str) -> Tenant | None:
         return self.tenants.get(tenant_id)
+
+    def tenant_by_issuer(self, issuer: str) -> Tenant | None:
+        return next((tenant for tenant in self.tenants.values() if tenant.issuer == issuer), None)
 
     def current_keys(self) -> KeyRing:
         return self.keyring
@@ -175,6 +180,7 @@ class AppState:
             await tenant.upstreams.aclose()
         await self.events.aclose()
         await self.audit.aclose()
+        await self.rate_limiter.aclose()
         await self.database.dispose()
 
     async def _refresh_forever(self) -> None:

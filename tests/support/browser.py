@@ -3,11 +3,14 @@ them the way a person's browser would (hidden inputs included). No JavaScript is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import httpx
+
+_LOGIN_FORM = re.compile(r'action="(/t/[a-z0-9-]+)?/login"')
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Browser:
     async def authorize(self, url: str, *, username: str, password: str, decision: str = "allow") -> httpx.Response:
         """Runs a whole authorization: sign in if asked, consent if asked. Returns the redirect to the client."""
         response = await self.follow_to_client(await self.get(url))
-        if response.status_code == 200 and "password" in response.text and 'action="/login"' in response.text:
+        if response.status_code == 200 and "password" in response.text and _LOGIN_FORM.search(response.text):
             response = await self.submit(response, {"username": username, "password": password})
             assert response.status_code == 303, f"sign-in failed: {response.status_code} {response.text[:300]}"
             response = await self.follow_to_client(response)

@@ -21,6 +21,7 @@ from chamberlain.settings import Settings, SettingsError, load_settings
 from chamberlain.state import NotInitialised
 from chamberlain.store.database import Database, create_database, pending_migrations
 from chamberlain.store.errors import AlreadyExists
+from chamberlain.store.tenants import TenantRepository
 
 console = Console()
 errors = Console(stderr=True)
@@ -41,6 +42,11 @@ ConfigFile = Annotated[
         envvar="CHAMBERLAIN_CONFIG",
         help="Configuration file [default: DATA_DIR/chamberlain.yaml].",
     ),
+]
+
+Tenant = Annotated[
+    str | None,
+    typer.Option("--tenant", help="The tenant to act on [default: the configured default tenant].", show_default=False),
 ]
 
 T = TypeVar("T")
@@ -83,6 +89,14 @@ async def initialised_store(settings: Settings) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+async def existing_tenant(database: Database, settings: Settings, tenant: str | None) -> str:
+    """The tenant a command acts on, which must exist (the default tenant always does once initialised)."""
+    tenant_id = tenant or settings.tenant
+    if await TenantRepository(database).get(tenant_id) is None:
+        fail(f"no tenant {tenant_id!r}: create it with 'chamberlain tenants add {tenant_id}'")
+    return tenant_id
 
 
 def read_secret_from_stdin(what: str) -> str:

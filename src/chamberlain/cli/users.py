@@ -12,7 +12,9 @@ from chamberlain.audit.emit import keyed_hash, keyed_hash_key
 from chamberlain.cli.common import (
     ConfigFile,
     DataDir,
+    Tenant,
     console,
+    existing_tenant,
     fail,
     initialised_store,
     read_secret_from_stdin,
@@ -35,6 +37,7 @@ def add(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
+    tenant: Tenant = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -51,22 +54,26 @@ def add(
 
     async def add_user() -> None:
         async with initialised_store(settings) as database:
+            tenant_id = await existing_tenant(database, settings, tenant)
             # A user name is personal data: the record names the new account by a keyed hash of it, never in clear.
             hashed = keyed_hash(keyed_hash_key(load_master_key(settings.data_dir)), name)[:16]
-            await record_admin_change(database, settings, target=f"user-name:{hashed}", after={"roles": list(role)})
-            await UserRepository(database, settings.tenant).add(name, password_hash, tuple(role))
+            await record_admin_change(
+                database, settings, target=f"user-name:{hashed}", after={"roles": list(role)}, tenant=tenant_id
+            )
+            await UserRepository(database, tenant_id).add(name, password_hash, tuple(role))
 
     run(add_user())
     console.print(f"Added user [bold]{name}[/] with roles {', '.join(role)}.")
 
 
 @app.command("list")
-def list_users(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+def list_users(tenant: Tenant = None, data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """List local users."""
     settings = settings_from(data_dir, config)
 
     async def fetch() -> list[tuple[str, str, str, str]]:
         async with initialised_store(settings) as database:
+            tenant_id = await existing_tenant(database, settings, tenant)
             return [
                 (
                     user.username,
@@ -74,7 +81,7 @@ def list_users(data_dir: DataDir = None, config: ConfigFile = None) -> None:
                     "yes" if user.totp_secret else "no",
                     _state(user.disabled, user.locked_until),
                 )
-                for user in await UserRepository(database, settings.tenant).list()
+                for user in await UserRepository(database, tenant_id).list()
             ]
 
     table = Table("User", "Roles", "TOTP", "State")
@@ -95,6 +102,7 @@ def _state(disabled: bool, locked_until: float | None) -> str:
 def totp(
     name: Annotated[str, typer.Argument(help="User name.")],
     disable: Annotated[bool, typer.Option("--disable", help="Remove the user's TOTP factor.")] = False,
+    tenant: Tenant = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -104,12 +112,13 @@ def totp(
 
     async def update() -> bool:
         async with initialised_store(settings) as database:
-            users = UserRepository(database, settings.tenant)
+            tenant_id = await existing_tenant(database, settings, tenant)
+            users = UserRepository(database, tenant_id)
             user = await users.get_by_username(name)
             if user is None:
                 return False
             after = {"totp": "removed" if disable else "enrolled"}
-            await record_admin_change(database, settings, target=f"user:{user.id}", after=after)
+            await record_admin_change(database, settings, target=f"user:{user.id}", after=after, tenant=tenant_id)
             secret = None if disable else encrypt_seed(seed, user.id, load_master_key(settings.data_dir))
             await users.set_totp_secret(user.id, secret)
             return True

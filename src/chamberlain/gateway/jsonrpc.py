@@ -22,6 +22,7 @@ NOT_PERMITTED = -32001
 UPSTREAM_FAILED = -32002
 SESSION_NOT_FOUND = -32003
 AUDIT_UNAVAILABLE = -32004
+RATE_LIMITED = -32005  # with HTTP 429 and Retry-After (or 503 when the limiter's store is down and fails closed)
 
 RequestId = str | int
 

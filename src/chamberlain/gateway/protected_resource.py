@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from chamberlain.oauth.access_tokens import AccessTokenClaims, InvalidAccessToken
+from chamberlain.oauth.access_tokens import AccessTokenClaims, ForeignIssuer, InvalidAccessToken
 from chamberlain.oauth.errors import INSUFFICIENT_SCOPE, INVALID_REQUEST, INVALID_TOKEN
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import ProtectedResource, Tenant
@@ -19,7 +19,7 @@ METADATA_PREFIX = "/.well-known/oauth-protected-resource"
 
 def resource_metadata_url(app: Tenant, server_name: str) -> str:
     # RFC 9728 §3.1: the well-known segment goes between the host and the resource's path.
-    return f"{app.issuer}{METADATA_PREFIX}/mcp/{server_name}"
+    return f"{app.settings.public_url}{METADATA_PREFIX}{app.path('/mcp/')}{server_name}"
 
 
 async def protected_resource_metadata(request: Request) -> Response:
@@ -27,7 +27,7 @@ async def protected_resource_metadata(request: Request) -> Response:
     app = tenant_of(request)
     resource = app.resources.get(request.path_params["server"])
     if resource is None:
-        return JSONResponse({"error": "not_found", "error_description": "no such MCP server"}, status_code=404)
+        return not_found()
     return JSONResponse(
         {
             "resource": resource.resource,  # RFC 9728 §3.3: identical to the URL the client used
@@ -38,6 +38,10 @@ async def protected_resource_metadata(request: Request) -> Response:
         },
         headers={"Cache-Control": "public, max-age=300"},
     )
+
+
+def not_found() -> Response:
+    return JSONResponse({"error": "not_found", "error_description": "no such MCP server"}, status_code=404)
 
 
 def challenge(
@@ -85,6 +89,12 @@ def authenticate(app: Tenant, resource: ProtectedResource, request: Request) -> 
         return challenge(app, resource, status_code=401)
     try:
         claims = app.token_verifier.verify(token.strip(), audience=resource.resource)
+    except ForeignIssuer as foreign:
+        if foreign.issuer is not None and app.shared.tenant_by_issuer(foreign.issuer) is not None:
+            # A principal of another tenant: to them this server does not exist (and whether it does in this
+            # tenant must not leak), so the answer is the one for an unknown server.
+            return not_found()
+        return challenge(app, resource, status_code=401, error=INVALID_TOKEN, description=foreign.reason)
     except InvalidAccessToken as invalid:
         return challenge(app, resource, status_code=401, error=INVALID_TOKEN, description=invalid.reason)
     missing = frozenset(resource.server.scopes) - claims.scopes

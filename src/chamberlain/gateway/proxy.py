@@ -24,7 +24,7 @@ from chamberlain.gateway import jsonrpc
 from chamberlain.gateway.events import Decision, GatewayEvent
 from chamberlain.gateway.jsonrpc import ClientMessage, InvalidMessage, RequestId
 from chamberlain.gateway.listing import LIST_METHODS, NamePolicy, filter_list_response
-from chamberlain.gateway.protected_resource import authenticate
+from chamberlain.gateway.protected_resource import authenticate, not_found
 from chamberlain.gateway.request_metadata import mismatch, requires_metadata
 from chamberlain.gateway.sse import event_data, message_event
 from chamberlain.gateway.upstream import Headers, UpstreamError, UpstreamRequest, UpstreamResponse
@@ -55,7 +55,7 @@ class McpProxy:
         app = tenant_for_scope(scope)
         resource = app.resources.get(scope["path_params"]["server"]) if app is not None else None
         if app is None or resource is None:
-            await _send_json(send, 404, {"error": "not_found", "error_description": "no such MCP server"})
+            await not_found()(scope, receive, send)
             return
         outcome = authenticate(app, resource, Request(scope, receive))
         if not isinstance(outcome, AccessTokenClaims):
@@ -140,6 +140,8 @@ class _Exchange:
                     return
         if not await self._server_allowed(messages[0].method):
             return
+        if not await self._within_rate_limits(messages):
+            return
         try:
             refusals = self._refusals(messages)
         except InvalidMessage as invalid:
@@ -166,6 +168,27 @@ class _Exchange:
             return False
         self.access = access
         return True
+
+    async def _within_rate_limits(self, messages: list[ClientMessage]) -> bool:
+        """Rate limits (issue 5): each JSON-RPC request counts once against the caller's, the client's and the
+        tenant's limits and the daily quota; notifications and responses are free. Answers 429 when over."""
+        cost = sum(1 for message in messages if message.kind == "request")
+        if not cost:
+            return True
+        principal = self.principal
+        throttled = await self.app.rate_limiter.admit(
+            self.app.id, self.app.config, user=principal.subject, client=principal.client_id, cost=cost
+        )
+        if throttled is None:
+            return True
+        self._emit("denied", messages[0].method, None, f"rate limit: {throttled.limit}")
+        document = jsonrpc.error_response(messages[0].id, jsonrpc.RATE_LIMITED, throttled.detail)
+        retry_after = [(b"retry-after", str(throttled.retry_after).encode())]
+        await self.send(
+            {"type": "http.response.start", "status": throttled.status_code, "headers": _JSON + retry_after}
+        )
+        await self.send({"type": "http.response.body", "body": jsonrpc.encode(document)})
+        return False
 
     def _refusals(self, messages: list[ClientMessage]) -> dict[RequestId, str]:
         """Request ids refused by policy, with the refusal's message; emits one event per request."""

@@ -56,6 +56,14 @@ class InvalidAccessToken(Exception):
         self.reason = reason
 
 
+class ForeignIssuer(InvalidAccessToken):
+    """Signed with our keys but issued by another issuer: another tenant of this Chamberlain, or a forgery."""
+
+    def __init__(self, issuer: object) -> None:
+        super().__init__("the access token was issued by someone else")
+        self.issuer = issuer if isinstance(issuer, str) else None
+
+
 class AccessTokenIssuer:
     def __init__(self, issuer: str, keys: Callable[[], KeyRing], ttl: int) -> None:
         self._issuer = issuer
@@ -161,7 +169,7 @@ class AccessTokenVerifier:
             raise InvalidAccessToken("the token is not an access token (typ must be at+jwt)")
         raw = decoded.claims
         if raw.get("iss") != self._issuer:
-            raise InvalidAccessToken("the access token was issued by someone else")
+            raise ForeignIssuer(raw.get("iss"))
         try:
             claims = _claims(raw)
         except (KeyError, TypeError, ValueError):

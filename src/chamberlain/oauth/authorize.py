@@ -28,7 +28,7 @@ from chamberlain.oauth.errors import (
 )
 from chamberlain.oauth.redirect_uri import redirect_uri_matches
 from chamberlain.oauth.scopes import format_scope, granted_scopes
-from chamberlain.sessions.browser import SignedIn, signed_in
+from chamberlain.sessions.browser import SignedIn, keep_cookie, signed_in
 from chamberlain.store.grants import AuthorizationCode
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import ProtectedResource, Tenant
@@ -78,7 +78,7 @@ class AuthorizationRequest:
 async def authorize(request: Request) -> Response:
     """GET /authorize"""
     app = tenant_of(request)
-    return await _handle(app, request, str(request.url.query), decision=None)
+    return await _handle(app, request, str(request.url.query), await signed_in(app, request), decision=None)
 
 
 async def decide(request: Request) -> Response:
@@ -97,17 +97,20 @@ async def decide(request: Request) -> Response:
             "This form is no longer valid. Go back to the application and try again.",
             status_code=403,
         )
-    return await _handle(app, request, query, decision=decision)
+    return await _handle(app, request, query, signed, decision=decision)
 
 
-async def _handle(app: Tenant, request: Request, query: str, *, decision: str | None) -> Response:
+async def _handle(
+    app: Tenant, request: Request, query: str, signed: SignedIn | None, *, decision: str | None
+) -> Response:
     try:
         authorization = await parse_request(app, query)
-        return await _continue(app, request, authorization, decision)
+        response = await _continue(app, request, authorization, signed, decision)
     except AuthorizationPageError as failure:
-        return message_page("Cannot sign in to this application", failure.message, status_code=400)
+        response = message_page("Cannot sign in to this application", failure.message, status_code=400)
     except AuthorizationRedirectError as failure:
-        return _redirect(app, failure.redirect_uri, failure.state, failure.error.as_dict())
+        response = _redirect(app, failure.redirect_uri, failure.state, failure.error.as_dict())
+    return keep_cookie(app, response, signed)
 
 
 async def parse_request(app: Tenant, query: str) -> AuthorizationRequest:
@@ -182,9 +185,8 @@ def _resource(app: Tenant, requested: str | None) -> ProtectedResource | None:
 
 
 async def _continue(
-    app: Tenant, request: Request, authorization: AuthorizationRequest, decision: str | None
+    app: Tenant, request: Request, authorization: AuthorizationRequest, signed: SignedIn | None, decision: str | None
 ) -> Response:
-    signed = await signed_in(app, request)
     if "login" in authorization.prompt and decision is None:
         signed = None
     if signed is None:

@@ -23,6 +23,7 @@ from chamberlain.oauth.client_auth import ClientAuthenticator
 from chamberlain.oauth.clients import ClientDirectory
 from chamberlain.oauth.revocation_list import RevocationList
 from chamberlain.policy.decisions import Policy
+from chamberlain.policy.rate_limits import RateLimiter
 from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
 from chamberlain.settings import Settings
 from chamberlain.store.browser_sessions import BrowserSessionRepository
@@ -170,6 +171,10 @@ class Tenant:
     @property
     def revocations(self) -> RevocationList:
         return self.shared.revocations
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        return self.shared.rate_limiter
 
     @property
     def audit(self) -> AuditService:

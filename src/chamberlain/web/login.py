@@ -16,7 +16,7 @@ from chamberlain.oauth.authorize import (
     login_page,
     parse_request,
 )
-from chamberlain.sessions.browser import start_session
+from chamberlain.sessions.browser import start_session, user_has_mfa
 from chamberlain.store.users import User
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
@@ -117,8 +117,10 @@ async def submit_new_password(request: Request) -> Response:
 async def _signed_in(app: Tenant, request: Request, user: User, authorization: AuthorizationRequest | None) -> Response:
     target = app.path(f"/authorize?{authorization.query}" if authorization else "/login/done")
     response = RedirectResponse(target, status_code=303)
-    await start_session(app, request, response, user, mfa=user.totp_secret is not None)
-    emit.session_created(app.audit.log, request, app.id, user.id, mfa=user.totp_secret is not None)
+    await start_session(
+        app, request, response, user, client_id=authorization.client.client_id if authorization else None
+    )
+    emit.session_created(app.audit.log, request, app.id, user.id, mfa=user_has_mfa(user))
     return response
 
 
