@@ -6,7 +6,7 @@ import datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from chamberlain.cli.common import (
     ConfigFile,
@@ -62,7 +62,8 @@ def list_sessions(
                 for session in await BrowserSessionRepository(database, tenant_id).list(user_id)
             ]
 
-    table = Table("Handle", "User", "Signed in", "Last seen", "Expires", "MFA")
+    # The handle is what the admin API revokes a single session by: never wrapped, so it can be copied whole.
+    table = Table(Column("Handle", no_wrap=True), "User", "Signed in", "Last seen", "Expires", "MFA")
     for row in run(fetch()):
         table.add_row(*row)
     console.print(table)
@@ -131,4 +132,4 @@ def revoke_all(
 
 
 def _time(value: float) -> str:
-    return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
