@@ -450,7 +450,8 @@ async def measure_breakdown(gateway: Gateway, setup: Setup, chain: RefreshChain,
     meter = _Meter(calls)
     token = {"current": chain.token}
     # The gateway's own state, built as `chamberlain serve` builds it (its 1 s background refresh included).
-    state = await open_state(settings, AsgiUpstream(DemoHandler()))
+    shared = await open_state(settings, AsgiUpstream(DemoHandler()))
+    state = shared.default_tenant
     form = {"grant_type": "refresh_token", "refresh_token": "presented"}
     client = await state.client_authenticator.authenticate(form, setup.basic)
 
@@ -475,7 +476,7 @@ async def measure_breakdown(gateway: Gateway, setup: Setup, chain: RefreshChain,
         exchange_us = await meter.best_of_3(exchange)
         rotation_us = await meter.best_of_3(rotate)
     finally:
-        await state.close()
+        await shared.close()
 
     bare_lookup = bare_rotation = None
     driver = "sqlite3" if url.startswith("sqlite") else "asyncpg"
