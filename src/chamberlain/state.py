@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ from chamberlain.store.grants import revocations_since
 from chamberlain.store.servers import Server, configured_servers, merge_servers
 from chamberlain.store.tenants import TenantRepository, TenantRow
 from chamberlain.tenancy.config import TenantConfig
+from chamberlain.tenancy.effective import effective_config
 from chamberlain.tenancy.tenant import ProtectedResource, Tenant
 
 logger = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ class AppState:
         self.rate_limiter = RateLimiter.from_settings(settings)
         self._configured_servers = configured_servers(settings)
         self._tenants_version: tuple[tuple[str, float], ...] | None = None
-        self._invalid_configs: set[tuple[str, float]] = set()
+        self._invalid_configs: set[tuple[str, str]] = set()
 
     @property
     def default_tenant(self) -> Tenant:
@@ -132,24 +134,18 @@ class AppState:
             await retired.upstreams.aclose()
 
     def _effective_config(self, row: TenantRow | None) -> TenantConfig:
-        """The stored config overlaid by the config file's `tenants.ID` (and top-level `roles:` for the default)."""
         tenant_id = row.id if row is not None else self.settings.tenant
-        stored = TenantConfig()
-        if row is not None and row.config:
-            try:
-                stored = TenantConfig.model_validate(row.config)
-            except ValidationError as invalid:
-                # Written by an older or newer version, or by hand: serve the tenant on its file settings and say so
-                # once per stored version, rather than take the whole gateway down.
-                key = (tenant_id, row.created_at)
-                if key not in self._invalid_configs:
-                    self._invalid_configs.add(key)
-                    logger.error("tenant %r: the stored configuration is invalid, ignored: %s", tenant_id, invalid)
-        from_file = self.settings.tenants.get(tenant_id, TenantConfig())
-        if tenant_id == self.settings.tenant and "roles" in self.settings.model_fields_set:
-            from_file = from_file.model_copy(update={"roles": self.settings.roles})
-            from_file.model_fields_set.add("roles")
-        return stored.overlaid_by(from_file)
+        stored = row.config if row is not None else None
+        try:
+            return effective_config(self.settings, tenant_id, stored)
+        except ValidationError as invalid:
+            # Written by another version, or by hand: serve the tenant on its file settings and say so once per
+            # stored version, rather than take the whole gateway down.
+            key = (tenant_id, json.dumps(stored, sort_keys=True))
+            if key not in self._invalid_configs:
+                self._invalid_configs.add(key)
+                logger.error("tenant %r: the stored configuration is invalid, ignored: %s", tenant_id, invalid)
+            return effective_config(self.settings, tenant_id, None)
 
     async def _refresh_servers(self, tenant: Tenant) -> None:
         stored = await tenant.servers.list()

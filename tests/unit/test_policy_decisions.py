@@ -1,15 +1,31 @@
-"""Policy decisions: deny wins within a role, empty allow denies, roles combine as a union, globs are fnmatchcase."""
+"""Policy decisions: deny wins within a role, empty allow denies, roles combine as a union, globs are fnmatchcase;
+profiles: the shortest session, the strictest MFA, the union of models and the largest budget."""
 
 from __future__ import annotations
 
+import json
 from fnmatch import fnmatchcase
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chamberlain.demo.server import DEMO_SERVER_NAME
-from chamberlain.policy.decisions import Policy
-from chamberlain.policy.roles import ANY, DEFAULT_ROLES, KINDS, Kind, NameRules, Role, RolesDocument
+from chamberlain.policy import decisions
+from chamberlain.policy.decisions import Policy, RoleProfile
+from chamberlain.policy.roles import (
+    ANY,
+    DEFAULT_ROLES,
+    KINDS,
+    MFA_LEVELS,
+    Budget,
+    Kind,
+    NameRules,
+    Role,
+    RolesDocument,
+)
+from tests.unit.test_roles import ISSUE_EXAMPLE
 
 SERVERS = ("github", "postgres", "slack")
 ROLE_NAMES = ("dev", "ops", "sec", "lead")
@@ -235,3 +251,275 @@ def test_default_roles() -> None:
     admin = policy.access(("admin",), "github")
     assert admin is not None
     assert admin.permits("tools", "anything")
+
+
+# -- role sets past the caches' bounds ------------------------------------------------------------------------------
+
+
+def test_combined_grants_stay_right_and_bounded_past_their_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decisions, "_COMBINED_CACHE_SIZE", 8)
+    monkeypatch.setattr(decisions, "_NAME_CACHE_SIZE", 16)
+    # Forty roles, each allowing its own tool on github: a caller may use exactly the tools of the roles held.
+    roles = {
+        f"r{i}": Role.model_validate({"mcp_servers": ["github"], "tools": {"github": {"allow": [f"t{i}"]}}})
+        for i in range(40)
+    }
+    policy = Policy(RolesDocument(enterprise_roles=roles))
+    for _ in range(2):
+        for i in range(39):
+            held = (f"r{i}", f"r{i + 1}")
+            access = policy.access(held, "github")
+            assert access is not None
+            assert [access.permits("tools", f"t{j}") for j in range(40)] == [j in (i, i + 1) for j in range(40)]
+            sizes = policy.cache_sizes()
+            assert sizes["combined"] <= 8
+            assert sizes["names"] <= 16
+
+
+def test_a_role_allowing_everything_on_a_server_makes_the_union_everything() -> None:
+    narrow = Role.model_validate({"mcp_servers": ["github"], "tools": {"github": {"allow": []}}})
+    policy = Policy(document(narrow=narrow, wide=Role(mcp_servers=("github",))))
+    access = policy.access(("narrow", "wide"), "github")
+    assert access is not None
+    assert access.permits("tools", "delete_repo")
+    assert policy.cache_sizes()["combined"] == 0  # nothing to combine: no cache entry spent on it
+
+
+# -- profiles: what a set of roles grants beyond servers --------------------------------------------------------------
+
+
+def role(**fields: Any) -> Role:
+    return Role.model_validate({"mcp_servers": [], **fields})
+
+
+def profile_of(held: tuple[str, ...], **roles: Role) -> RoleProfile:
+    return Policy(RolesDocument(enterprise_roles=roles)).profile(held)
+
+
+def test_the_issue_example_profiles() -> None:
+    policy = Policy(RolesDocument.model_validate_json(ISSUE_EXAMPLE))
+    developer = policy.profile(("developer",))
+    assert developer.session_minutes == 240
+    assert developer.classifications == frozenset({"public", "internal"})
+    assert not developer.administrative
+    assert not developer.audit_read
+    assert developer.mfa == "optional"
+    assert not developer.permits_model("claude-sonnet-4-5")  # no `models`: no model access
+    senior = policy.profile(("senior_developer",))
+    assert senior.session_minutes == 480
+    assert senior.permits_classification("confidential")
+    both = policy.profile(("senior_developer", "developer"))
+    assert both.session_minutes == 240  # the issue's rule: the shortest
+    assert both.classifications == frozenset({"public", "internal", "confidential"})
+    admin = policy.profile(("admin",))
+    assert admin.administrative
+    assert admin.audit_read  # unset audit_access: administrators read the audit log
+    assert admin.classifications == ANY
+    assert admin.permits_classification("anything")
+    assert not admin.permits_model("claude-opus-4")  # administration is not an entitlement to spend
+
+
+def test_session_is_the_shortest_of_the_roles_that_set_one() -> None:
+    roles = {"long": role(session_duration=480), "short": role(session_duration=30), "unset": role()}
+    assert profile_of(("long", "short", "unset"), **roles).session_minutes == 30
+    assert profile_of(("long", "unset"), **roles).session_minutes == 480
+    assert profile_of(("unset",), **roles).session_minutes is None  # the tenant's setting decides
+
+
+@pytest.mark.parametrize(
+    ("levels", "strictest"),
+    [
+        (("off",), "off"),
+        (("off", "optional"), "optional"),
+        (("optional", "enforced", "off"), "enforced"),
+        ((), "off"),  # no role asks for anything: the weakest, so that adding a role never weakens it
+    ],
+)
+def test_mfa_is_the_strictest(levels: tuple[str, ...], strictest: str) -> None:
+    roles = {f"r{index}": role(mfa=level) for index, level in enumerate(levels)}
+    assert profile_of(tuple(roles), **roles).mfa == strictest
+
+
+def test_mfa_defaults_to_optional_and_an_unset_role_does_not_weaken_an_enforcing_one() -> None:
+    roles = {"plain": role(), "strict": role(mfa="enforced")}
+    assert profile_of(("plain",), **roles).mfa == "optional"
+    assert profile_of(("plain", "strict"), **roles).mfa == "enforced"
+
+
+def test_audit_access_defaults_to_administration_and_can_be_set_either_way() -> None:
+    roles = {
+        "admin": role(administrative_functions=True),
+        "separated_admin": role(administrative_functions=True, audit_access="none"),
+        "auditor": role(audit_access="read"),
+        "developer": role(),
+    }
+    assert profile_of(("admin",), **roles).audit_read
+    assert not profile_of(("separated_admin",), **roles).audit_read
+    assert profile_of(("separated_admin",), **roles).administrative
+    auditor = profile_of(("auditor",), **roles)
+    assert auditor.audit_read
+    assert not auditor.administrative  # read-only: the auditor manages nothing
+    assert not profile_of(("developer",), **roles).audit_read
+    assert profile_of(("developer", "auditor"), **roles).audit_read
+
+
+@pytest.mark.parametrize(
+    ("models", "allowed", "refused"),
+    [
+        (["claude-sonnet-*"], ["claude-sonnet-4-5", "claude-sonnet-"], ["claude-opus-4", "Claude-sonnet-4", "x"]),
+        (["claude-haiku-4-5"], ["claude-haiku-4-5"], ["claude-haiku-4-5-20251001", "claude-haiku-4"]),
+        ("*", ["claude-opus-4", "anything"], []),
+        ([], [], ["claude-sonnet-4-5", ""]),
+        (["claude-*@2025*"], ["claude-sonnet-4@20250514"], ["claude-sonnet-4"]),
+    ],
+)
+def test_models_match_as_case_sensitive_globs(models: Any, allowed: list[str], refused: list[str]) -> None:
+    profile = profile_of(("r",), r=role(models=models))
+    assert [profile.permits_model(model) for model in allowed] == [True] * len(allowed)
+    assert [profile.permits_model(model) for model in refused] == [False] * len(refused)
+
+
+def test_models_are_the_union_of_the_roles() -> None:
+    roles = {"fast": role(models=["claude-haiku-*"]), "smart": role(models=["claude-opus-*"]), "none": role()}
+    union = profile_of(("fast", "smart", "none"), **roles)
+    assert union.models == ("claude-haiku-*", "claude-opus-*")
+    assert union.permits_model("claude-haiku-4-5")
+    assert union.permits_model("claude-opus-4-1")
+    assert not union.permits_model("claude-sonnet-4-5")
+    assert profile_of(("fast", "all"), fast=roles["fast"], all=role(models="*")).models == ANY
+
+
+def test_budget_is_the_largest_among_the_roles_granting_models() -> None:
+    roles = {
+        "small": role(models=["claude-haiku-*"], budget={"monthly_usd": 50}),
+        "large": role(models=["claude-sonnet-*"], budget={"monthly_usd": 400.5}),
+        "uncapped": role(models=["claude-opus-*"]),
+        "no_models": role(),
+    }
+    assert profile_of(("small", "large"), **roles).monthly_budget_usd == 400.5
+    assert profile_of(("small", "no_models"), **roles).monthly_budget_usd == 50  # a role without models is no cap
+    assert profile_of(("small", "uncapped"), **roles).monthly_budget_usd is None  # one uncapped entitlement
+    assert profile_of(("no_models",), **roles).monthly_budget_usd is None
+
+
+def test_unknown_roles_grant_nothing_in_a_profile() -> None:
+    profile = Policy(RolesDocument.model_validate_json(ISSUE_EXAMPLE)).profile(("ghost", "root"))
+    assert profile == RoleProfile(
+        roles=frozenset(),
+        session_minutes=None,
+        administrative=False,
+        audit_read=False,
+        mfa="off",
+        classifications=frozenset(),
+        models=(),
+        monthly_budget_usd=None,
+    )
+    assert not profile.permits_model("claude-sonnet-4-5")
+    assert not profile.permits_classification("public")
+    known = Policy(RolesDocument.model_validate_json(ISSUE_EXAMPLE)).profile(("ghost", "developer"))
+    assert known.roles == frozenset({"developer"})
+
+
+def test_profiles_are_cached_per_role_set_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = Policy(RolesDocument.model_validate_json(ISSUE_EXAMPLE))
+    assert policy.profile(("developer", "admin")) is policy.profile(("admin", "developer", "admin"))
+    monkeypatch.setattr(decisions, "_PROFILE_CACHE_SIZE", 4)
+    for index in range(20):
+        assert policy.profile(("developer", f"ghost{index}")).session_minutes == 240
+        assert policy.cache_sizes()["profiles"] <= 4
+    assert policy.profile(("senior_developer",)).session_minutes == 480
+
+
+# -- properties of the union ------------------------------------------------------------------------------------------
+
+model_names = st.sampled_from(("claude-haiku-4", "claude-sonnet-4", "claude-opus-4", "gpt"))
+model_globs = st.sampled_from(("claude-*", "claude-haiku-*", "*-4", "gpt", "claude-opus-4"))
+
+
+@st.composite
+def full_roles(draw: st.DrawFn) -> Role:
+    """Roles with every field: servers and rules as above, and the profile's extensions."""
+    base = draw(roles())
+    models = draw(st.just(ANY) | st.lists(model_globs, max_size=3).map(tuple))
+    return base.model_copy(
+        update={
+            "data_classification_access": draw(
+                st.just(ANY) | st.lists(st.sampled_from(("public", "internal", "secret")), unique=True).map(tuple)
+            ),
+            "session_duration": draw(st.none() | st.integers(1, 7 * 24 * 60)),
+            "administrative_functions": draw(st.booleans()),
+            "models": models,
+            "budget": draw(st.none() | st.builds(Budget, monthly_usd=st.floats(0, 1e6))) if models else None,
+            "mfa": draw(st.sampled_from(MFA_LEVELS)),
+            "audit_access": draw(st.sampled_from((None, "none", "read"))),
+        }
+    )
+
+
+full_documents = st.dictionaries(st.sampled_from(ROLE_NAMES), full_roles()).map(
+    lambda r: RolesDocument(enterprise_roles=r)
+)
+
+
+@given(roles_document=full_documents, held=held_roles, extra=st.sampled_from((*ROLE_NAMES, "ghost")))
+def test_adding_a_role_never_takes_a_permission_away(
+    roles_document: RolesDocument, held: tuple[str, ...], extra: str
+) -> None:
+    policy = Policy(roles_document)
+    before, after = policy.profile(held), policy.profile((*held, extra))
+    for server in SERVERS:
+        had = policy.access(held, server)
+        has = policy.access((*held, extra), server)
+        if had is None:
+            continue
+        assert has is not None
+        for kind in KINDS:
+            for name in ("", "a", "b_a", "ab", "._"):
+                assert has.permits(kind, name) or not had.permits(kind, name)
+    assert after.administrative or not before.administrative
+    assert after.audit_read or not before.audit_read
+    assert before.classifications == ANY or all(after.permits_classification(c) for c in before.classifications)
+    for model in ("claude-haiku-4", "claude-sonnet-4", "claude-opus-4", "gpt"):
+        assert after.permits_model(model) or not before.permits_model(model)
+    # Limits only tighten: sessions get no longer and MFA no weaker.
+    if before.session_minutes is not None:
+        assert after.session_minutes is not None
+        assert after.session_minutes <= before.session_minutes
+    assert MFA_LEVELS.index(after.mfa) >= MFA_LEVELS.index(before.mfa)
+
+
+@given(roles_document=full_documents, held=held_roles, server=servers)
+def test_a_role_set_reaches_a_server_when_any_of_its_roles_does(
+    roles_document: RolesDocument, held: tuple[str, ...], server: str
+) -> None:
+    policy = Policy(roles_document)
+    alone = [policy.access((name,), server) is not None for name in held]
+    assert (policy.access(held, server) is not None) == any(alone)
+
+
+@given(roles_document=full_documents, held=held_roles, model=model_names)
+def test_a_profile_is_the_merge_of_the_single_roles(
+    roles_document: RolesDocument, held: tuple[str, ...], model: str
+) -> None:
+    policy = Policy(roles_document)
+    merged = policy.profile(held)
+    singles = [policy.profile((name,)) for name in held if name in roles_document.enterprise_roles]
+    durations = [single.session_minutes for single in singles if single.session_minutes is not None]
+    assert merged.session_minutes == (min(durations) if durations else None)
+    assert merged.administrative == any(single.administrative for single in singles)
+    assert merged.audit_read == any(single.audit_read for single in singles)
+    assert merged.permits_model(model) == any(single.permits_model(model) for single in singles)
+    assert merged.mfa == max((single.mfa for single in singles), key=MFA_LEVELS.index, default="off")
+    with_models = [single for single in singles if single.models]
+    budgets = [single.monthly_budget_usd for single in with_models]
+    expected = None if not budgets or None in budgets else max(b for b in budgets if b is not None)
+    assert merged.monthly_budget_usd == expected
+    # The order and repetition of roles change nothing, and the answer comes from the cache the second time.
+    assert policy.profile(tuple(reversed(held)) + held) is merged
+
+
+@given(roles_document=full_documents)
+def test_a_document_stored_as_json_comes_back_the_same(roles_document: RolesDocument) -> None:
+    # What `chamberlain roles import` and the admin API store (tenants.config), read back as the refresher reads it.
+    stored = json.loads(json.dumps(roles_document.model_dump(mode="json", exclude_unset=True)))
+    assert RolesDocument.model_validate(stored) == roles_document

@@ -17,11 +17,13 @@ from rich.console import Console
 from chamberlain.audit.events import Action, Actor, AuditEvent
 from chamberlain.audit.log import AuditLog, AuditUnavailable
 from chamberlain.crypto.master_key import MasterKeyError, load_master_key
+from chamberlain.policy.quotas import QuotaKind, check_can_add
 from chamberlain.settings import Settings, SettingsError, load_settings
 from chamberlain.state import NotInitialised
 from chamberlain.store.database import Database, create_database, pending_migrations
 from chamberlain.store.errors import AlreadyExists
 from chamberlain.store.tenants import TenantRepository
+from chamberlain.tenancy.effective import load_effective_config
 
 console = Console()
 errors = Console(stderr=True)
@@ -97,6 +99,15 @@ async def existing_tenant(database: Database, settings: Settings, tenant: str | 
     if await TenantRepository(database).get(tenant_id) is None:
         fail(f"no tenant {tenant_id!r}: create it with 'chamberlain tenants add {tenant_id}'")
     return tenant_id
+
+
+async def refuse_over_quota(database: Database, settings: Settings, tenant_id: str, kind: QuotaKind) -> None:
+    """Stops the command when the tenant already has as many `kind` as its quota allows."""
+    refusal = await check_can_add(
+        TenantRepository(database), tenant_id, (await load_effective_config(database, settings, tenant_id)).quotas, kind
+    )
+    if refusal is not None:
+        fail(refusal)
 
 
 def read_secret_from_stdin(what: str) -> str:

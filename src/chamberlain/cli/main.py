@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from chamberlain.cli import audit, clients, keys, servers, users
+from chamberlain.cli import audit, clients, keys, roles, servers, sessions, tenants, users
 from chamberlain.cli.compliance import compliance_report, security_scan
 from chamberlain.cli.init import init
 from chamberlain.cli.migrate import migrate
@@ -22,6 +22,9 @@ app.command()(serve)
 app.command()(migrate)
 app.add_typer(users.app, name="users")
 app.add_typer(servers.app, name="servers")
+app.add_typer(roles.app, name="roles")
+app.add_typer(sessions.app, name="sessions")
+app.add_typer(tenants.app, name="tenants")
 app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")

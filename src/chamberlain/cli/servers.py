@@ -26,6 +26,7 @@ from chamberlain.cli.common import (
     initialised_store,
     read_secret_from_stdin,
     record_admin_change,
+    refuse_over_quota,
     run,
     settings_from,
 )
@@ -128,6 +129,7 @@ def add(
 
     async def add_server() -> None:
         async with initialised_store(settings) as database:
+            await refuse_over_quota(database, settings, settings.tenant, "servers")
             await record_admin_change(database, settings, target=f"server:{name}", after=_recordable(server_config))
             await _repository(database, settings).add(name, server_config)
 

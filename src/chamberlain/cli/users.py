@@ -19,6 +19,7 @@ from chamberlain.cli.common import (
     initialised_store,
     read_secret_from_stdin,
     record_admin_change,
+    refuse_over_quota,
     run,
     settings_from,
 )
@@ -55,6 +56,7 @@ def add(
     async def add_user() -> None:
         async with initialised_store(settings) as database:
             tenant_id = await existing_tenant(database, settings, tenant)
+            await refuse_over_quota(database, settings, tenant_id, "users")
             # A user name is personal data: the record names the new account by a keyed hash of it, never in clear.
             hashed = keyed_hash(keyed_hash_key(load_master_key(settings.data_dir)), name)[:16]
             await record_admin_change(

@@ -25,6 +25,7 @@ INVALID_TARGET = "invalid_target"
 # RFC 6750 §3.1
 INVALID_TOKEN = "invalid_token"
 INSUFFICIENT_SCOPE = "insufficient_scope"
+QUOTA_EXCEEDED = "quota_exceeded"  # ours: the tenant may register no more clients (tenancy/config.py Quotas)
 
 # RFC 6749 §5.1: responses carrying tokens or credentials must not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

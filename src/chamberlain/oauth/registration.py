@@ -18,8 +18,9 @@ from chamberlain.audit import emit
 from chamberlain.audit.events import Action
 from chamberlain.crypto.tokens import digest, new_secret
 from chamberlain.oauth.client_metadata import parse_client_metadata
-from chamberlain.oauth.errors import INVALID_CLIENT_METADATA, NO_STORE, OAuthError
+from chamberlain.oauth.errors import INVALID_CLIENT_METADATA, NO_STORE, QUOTA_EXCEEDED, OAuthError
 from chamberlain.oauth.forms import read_body
+from chamberlain.policy.quotas import check_can_add
 from chamberlain.tenancy.routing import tenant_of
 
 
@@ -34,6 +35,10 @@ async def register(request: Request) -> Response:
         except (ValueError, UnicodeDecodeError):
             raise OAuthError(INVALID_CLIENT_METADATA, "the body is not valid JSON") from None
         metadata = parse_client_metadata(document)
+        refusal = await check_can_add(app.shared.tenant_store, app.id, app.config.quotas, "clients")
+        if refusal is not None:
+            # RFC 7591 §3.2.2 lets a server refuse a registration; the error code is ours (no registered one fits).
+            raise OAuthError(QUOTA_EXCEEDED, refusal, status_code=403)
     except OAuthError as failure:
         return failure.to_response()
     client_id = str(uuid.uuid4())
