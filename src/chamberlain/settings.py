@@ -111,6 +111,13 @@ class Settings(_Section):
             raise ValueError(f"{backend!r} is not supported: use sqlite:///PATH or postgresql://USER@HOST/DB")
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
     @property
     def public_url(self) -> str:
         if self.issuer:

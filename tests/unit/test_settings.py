@@ -107,3 +107,41 @@ def test_any_file_content_loads_or_fails_with_a_settings_error(text: str) -> Non
         else:
             message = "loaded"
         assert message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "message"),
+    [
+        (
+            "tenants:\n  acme:\n    rate_limits:\n      per_user: lots\n",
+            4,
+            "tenants.acme.rate_limits.per_user",
+            "not a rate limit",
+        ),
+        ("tenants:\n  Acme:\n    name: x\n", 2, "tenants.Acme", "invalid tenant id"),
+        (
+            "tenants:\n  acme:\n    quotas:\n      users: -1\n",
+            4,
+            "tenants.acme.quotas.users",
+            "greater than or equal to 0",
+        ),
+        ("tenants:\n  acme:\n    sesions: {}\n", 3, "tenants.acme.sesions", "unknown setting"),
+        ("redis_url: http://127.0.0.1:6379\n", 1, "redis_url", "redis://"),
+    ],
+)
+def test_tenant_and_redis_settings_name_the_key_and_line(
+    tmp_path: Path, text: str, line: int, key: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(SettingsError) as raised:
+        load_settings(data_dir=tmp_path, environ={})
+    assert str(raised.value).startswith(f"{path}:{line}: ")
+    assert key in str(raised.value)
+    assert message in str(raised.value)
+
+
+def test_a_tenant_section_loads(tmp_path: Path) -> None:
+    write(tmp_path, "tenants:\n  acme:\n    rate_limits: {per_user: 600/minute}\n    quotas: {servers: 5}\n")
+    settings = load_settings(data_dir=tmp_path, environ={})
+    assert settings.tenants["acme"].rate_limits.per_user == "600/minute"
+    assert settings.tenants["acme"].quotas.servers == 5
