@@ -204,3 +204,18 @@ def test_sessions_commands_name_a_missing_tenant(server: RunningServer) -> None:
     result = invoke(server, "sessions", "list", "--tenant", "no-such-tenant")
     assert result.exit_code == 1
     assert "no tenant 'no-such-tenant'" in result.output
+
+
+async def test_a_role_that_enforces_mfa_refuses_a_user_without_a_second_factor(server: RunningServer) -> None:
+    tenant = random_name("strict")
+    roles = {"enterprise_roles": {"operator": {"mcp_servers": ["demo"], "mfa": "enforced"}}}
+    await add_tenant(server, tenant, users={"ops": ("operator",)}, config={"roles": roles})
+    async with httpx.AsyncClient(base_url=f"{server.base_url}/t/{tenant}") as http:
+        client_id = (await register(http))["client_id"]
+    person = Person(server, tenant, Browser(server.base_url), client_id)
+    async with person.browser as browser:
+        page = await browser.follow_to_client(await browser.get(person.authorize_url()))
+        refused = await browser.submit(page, {"username": "ops", "password": USER_PASSWORD})
+        assert refused.status_code == 403
+        assert "requires a second factor" in refused.text
+        assert session_cookie(tenant) not in browser.http.cookies

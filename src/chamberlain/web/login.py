@@ -55,7 +55,10 @@ async def submit_login(request: Request) -> Response:
         password=fields.get("password", ""),
         totp=fields.get("totp") or None,
     )
-    _audit_sign_in(app, request, username, result)
+    refusal = _missing_second_factor(app, result)
+    _audit_sign_in(app, request, username, result, refusal)
+    if refusal is not None:
+        return message_page("Second factor required", refusal, status_code=403)
     if result.outcome is not LoginOutcome.OK or result.user is None:
         return login_page(
             app,
@@ -71,17 +74,31 @@ async def submit_login(request: Request) -> Response:
     return await _signed_in(app, request, result.user, authorization)
 
 
-def _audit_sign_in(app: Tenant, request: Request, username: str, result: LoginResult) -> None:
+def _missing_second_factor(app: Tenant, result: LoginResult) -> str | None:
+    """A role with `mfa: enforced` admits only users with a second factor: Chamberlain enforces it itself."""
+    user = result.user
+    if result.outcome is not LoginOutcome.OK or user is None or user_has_mfa(user):
+        return None
+    if app.policy.profile(user.roles).mfa != "enforced":
+        return None
+    return (
+        "Your role requires a second factor, and your account has none yet. Ask an administrator to enrol you "
+        "(chamberlain users totp NAME), then sign in again."
+    )
+
+
+def _audit_sign_in(app: Tenant, request: Request, username: str, result: LoginResult, refusal: str | None) -> None:
     if result.outcome is LoginOutcome.TOTP_REQUIRED:
         return  # the password was right and the second factor is still to come: not an outcome yet
+    succeeded = result.outcome is LoginOutcome.OK and refusal is None
     emit.sign_in(
         app.audit.log,
         request,
         app.id,
         user_id=result.user.id if result.user else None,
         username_hash=emit.keyed_hash(app.audit_hash_key, username),
-        outcome="success" if result.outcome is LoginOutcome.OK else "failure",
-        reason=None if result.outcome is LoginOutcome.OK else result.outcome.value,
+        outcome="success" if succeeded else "failure",
+        reason=None if succeeded else "mfa_required" if refusal else result.outcome.value,
         second_factor=result.user is not None and result.user.totp_secret is not None,
     )
 
