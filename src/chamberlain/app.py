@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from chamberlain.admin.api import create_admin_api
 from chamberlain.demo.server import DemoHandler
 from chamberlain.gateway.asgi_upstream import AsgiUpstream
 from chamberlain.gateway.protected_resource import METADATA_PREFIX, protected_resource_metadata
@@ -29,6 +30,7 @@ from chamberlain.web.request_id import RequestIdMiddleware
 
 logger = logging.getLogger(__name__)
 TENANT_PATH = TENANT_PATH_PREFIX + "{tenant}"
+ADMIN_API_PATH = "/admin/api"  # a tenant's admin API is its issuer + this (Tenant.admin_resource)
 
 
 def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starlette:
@@ -46,6 +48,8 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
             await state.close()
 
     tenant_surface = _tenant_routes(settings)
+    # The admin surface (Ory Hydra style: apart from the public one), per tenant like everything else.
+    admin_api = Mount(ADMIN_API_PATH, app=create_admin_api())
     well_known = [
         # RFC 8414 §3.1: a path issuer's metadata has the well-known segment inserted before the path; RFC 9728
         # §3.1 likewise for a resource.
@@ -59,7 +63,8 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
     routes = [
         *well_known,
         *tenant_surface,
-        Mount(TENANT_PATH, routes=[*tenant_surface, _APPENDED_OPENID_CONFIGURATION]),
+        admin_api,
+        Mount(TENANT_PATH, routes=[*tenant_surface, admin_api, _APPENDED_OPENID_CONFIGURATION]),
         Route("/healthz", _healthz, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

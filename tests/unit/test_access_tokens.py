@@ -33,7 +33,7 @@ from chamberlain.oauth.access_tokens import (
     InvalidAccessToken,
 )
 from chamberlain.oauth.revocation_list import RevocationList
-from chamberlain.store.grants import Revocation
+from chamberlain.store.grants import Revocation, tenant_client_key
 
 ISSUER = "https://gateway.example"
 AUDIENCE = "https://gateway.example/mcp/demo"
@@ -169,7 +169,9 @@ def test_token_for_another_audience_is_refused(keys: Keys, verifier: AccessToken
 
 
 @pytest.mark.parametrize(
-    ("kind", "value"), [("jti", "jti-1"), ("grant", "grant-1"), ("client", "client-1")], ids=["jti", "grant", "client"]
+    ("kind", "value"),
+    [("jti", "jti-1"), ("grant", "grant-1"), ("client", "default:client-1")],
+    ids=["jti", "grant", "client"],
 )
 def test_revoked_token_is_refused_even_after_it_was_cached(
     keys: Keys, verifier: AccessTokenVerifier, revocations: RevocationList, kind: Any, value: str
@@ -177,6 +179,16 @@ def test_revoked_token_is_refused_even_after_it_was_cached(
     token = keys.ring.sign(valid_claims(grant_id="grant-1"), typ=TOKEN_TYPE)
     verifier.verify(token, audience=AUDIENCE)
     revocations.apply([Revocation(1, kind, value, time.time() + 600)])
+    assert "revoked" in refused(verifier, token)
+
+
+def test_revoking_a_client_in_one_tenant_leaves_the_same_client_id_in_another_alone(
+    keys: Keys, verifier: AccessTokenVerifier, revocations: RevocationList
+) -> None:
+    token = keys.ring.sign(valid_claims(), typ=TOKEN_TYPE)  # client-1 of tenant "default"
+    revocations.apply([Revocation(1, "client", tenant_client_key("acme", "client-1"), time.time() + 600)])
+    verifier.verify(token, audience=AUDIENCE)
+    revocations.apply([Revocation(2, "client", tenant_client_key("default", "client-1"), time.time() + 600)])
     assert "revoked" in refused(verifier, token)
 
 

@@ -131,7 +131,10 @@ class AccessTokenVerifier:
         if audience is not None and audience not in claims.audience:
             # RFC 8707 / MCP authorization: a token is good only for the resource it was issued for.
             raise InvalidAccessToken("the access token was not issued for this resource")
-        if self._revocations.is_revoked(grant_id=claims.grant_id, jti=claims.jti, client_id=claims.client_id):
+        revoked = self._revocations.is_revoked(
+            grant_id=claims.grant_id, jti=claims.jti, tenant=claims.tenant, client_id=claims.client_id
+        )
+        if revoked:
             raise InvalidAccessToken("the access token has been revoked")
         return claims
 

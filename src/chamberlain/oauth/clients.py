@@ -41,12 +41,14 @@ class ClientDirectory:
 
     def __init__(
         self,
+        tenant_id: str,
         repository: ClientRepository,
         documents: MetadataDocumentResolver,
         revocations: RevocationList,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._tenant_id = tenant_id
         self._repository = repository
         self._documents = documents
         self._revocations = revocations
@@ -55,7 +57,7 @@ class ClientDirectory:
 
     async def find(self, client_id: str) -> Client | None:
         """None for unknown or revoked clients. A metadata document that cannot be fetched raises OAuthError."""
-        if self._revocations.client_revoked(client_id):
+        if self._revocations.client_revoked(self._tenant_id, client_id):
             return None
         cached = self._cache.get(client_id)
         if cached is not None and cached[0] > self._clock():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from chamberlain.store.grants import Revocation
+from chamberlain.store.grants import Revocation, tenant_client_key
 
 
 class RevocationList:
@@ -21,16 +21,16 @@ class RevocationList:
             self._revoked[(entry.kind, entry.value)] = entry.expires_at
             self.last_id = max(self.last_id, entry.id)
 
-    def is_revoked(self, *, grant_id: str | None, jti: str, client_id: str) -> bool:
+    def is_revoked(self, *, grant_id: str | None, jti: str, tenant: str, client_id: str) -> bool:
         revoked = self._revoked
         return (
             ("jti", jti) in revoked
-            or self.client_revoked(client_id)
+            or self.client_revoked(tenant, client_id)
             or (grant_id is not None and ("grant", grant_id) in revoked)
         )
 
-    def client_revoked(self, client_id: str) -> bool:
-        return ("client", client_id) in self._revoked
+    def client_revoked(self, tenant: str, client_id: str) -> bool:
+        return ("client", tenant_client_key(tenant, client_id)) in self._revoked
 
     def prune(self) -> None:
         now = time.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -89,6 +90,16 @@ class ClientRepository:
             rows = await connection.execute(
                 select(clients).where(clients.c.tenant_id == self._tenant_id).order_by(clients.c.created_at)
             )
+            return [_client(row) for row in rows.mappings()]
+
+    async def page(self, *, after: str | None, limit: int) -> builtins.list[ClientRecord]:
+        """Up to `limit` clients ordered by client_id, after `after` (keyset paging: stable under concurrent
+        registrations, which land anywhere in the order rather than shifting every later page)."""
+        query = select(clients).where(clients.c.tenant_id == self._tenant_id)
+        if after is not None:
+            query = query.where(clients.c.client_id > after)
+        async with self._database.connect() as connection:
+            rows = await connection.execute(query.order_by(clients.c.client_id).limit(limit))
             return [_client(row) for row in rows.mappings()]
 
     async def revoke(self, client_id: str) -> bool:

@@ -66,6 +66,11 @@ class RefreshRotation:
 RevocationKind = Literal["grant", "jti", "client"]
 
 
+def tenant_client_key(tenant_id: str, client_id: str) -> str:
+    """A client's entry in the revocation feed. Tenant ids hold no ':', so the first one separates the two."""
+    return f"{tenant_id}:{client_id}"
+
+
 @dataclass(frozen=True)
 class Revocation:
     id: int
@@ -256,8 +261,10 @@ class GrantRepository:
         await self._append_revocation("jti", jti, expires_at)
 
     async def revoke_client_tokens(self, client_id: str, *, longest_token_lifetime: float) -> None:
-        """Stops every token the client holds, including client-credentials tokens that belong to no grant."""
-        await self._append_revocation("client", client_id, time.time() + longest_token_lifetime)
+        """Stops every token the client holds in this tenant, including client-credentials tokens that belong to no
+        grant. The same client id in another tenant (a CIMD URL signs in anywhere) is another client."""
+        key = tenant_client_key(self._tenant_id, client_id)
+        await self._append_revocation("client", key, time.time() + longest_token_lifetime)
 
     async def _append_revocation(self, kind: RevocationKind, value: str, expires_at: float) -> None:
         async with self._database.begin() as connection:

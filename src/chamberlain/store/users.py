@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, RowMapping, case, select, update
+from sqlalchemy import ColumnElement, RowMapping, case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chamberlain.store.database import Database
 from chamberlain.store.errors import AlreadyExists
-from chamberlain.store.schema import users
+from chamberlain.store.schema import grants, users
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,56 @@ class UserRepository:
                 select(users).where(users.c.tenant_id == self._tenant_id).order_by(users.c.username)
             )
             return [_user(row) for row in rows.mappings()]
+
+    async def page(self, *, after: str | None, limit: int) -> builtins.list[User]:
+        """Up to `limit` users ordered by name, after the name `after`: keyset paging, so a page is stable while
+        users are added or removed elsewhere in the list, and costs the same deep in the list as at its start."""
+        query = select(users).where(users.c.tenant_id == self._tenant_id)
+        if after is not None:
+            query = query.where(users.c.username > after)
+        async with self._database.connect() as connection:
+            rows = await connection.execute(query.order_by(users.c.username).limit(limit))
+            return [_user(row) for row in rows.mappings()]
+
+    async def update_account(
+        self, user_id: str, *, roles: tuple[str, ...] | None = None, disabled: bool | None = None
+    ) -> User | None:
+        """Sets the roles and/or the disabled flag; the user as now stored, or None when there is no such user."""
+        values: dict[str, object] = {}
+        if roles is not None:
+            values["roles"] = list(roles)
+        if disabled is not None:
+            values["disabled"] = disabled
+        if values:
+            async with self._database.begin() as connection:
+                result = await connection.execute(
+                    update(users).where(users.c.tenant_id == self._tenant_id, users.c.id == user_id).values(**values)
+                )
+                if not result.rowcount:
+                    return None
+        return await self.get(user_id)
+
+    async def remove(self, user_id: str) -> bool:
+        """Deletes the account (its consents and browser sessions go with it, by foreign key)."""
+        async with self._database.begin() as connection:
+            result = await connection.execute(
+                delete(users).where(users.c.tenant_id == self._tenant_id, users.c.id == user_id)
+            )
+            return bool(result.rowcount)
+
+    async def active_grant_ids(self, user_id: str, *, client_id: str | None = None) -> builtins.list[str]:
+        """The user's grants (token families) that are neither revoked nor expired, optionally for one client:
+        what must be revoked (GrantRepository.revoke_grant) when the user's roles change, or the user goes."""
+        query = select(grants.c.id).where(
+            grants.c.tenant_id == self._tenant_id,
+            grants.c.user_id == user_id,
+            grants.c.revoked_at.is_(None),
+            grants.c.expires_at > time.time(),
+        )
+        if client_id is not None:
+            query = query.where(grants.c.client_id == client_id)
+        async with self._database.connect() as connection:
+            return list((await connection.scalars(query.order_by(grants.c.created_at))).all())
 
     async def record_failed_login(self, user_id: str, *, max_attempts: int, lockout_seconds: int) -> None:
         """Counts a failure atomically; the attempt that reaches the limit locks the account."""

@@ -33,6 +33,7 @@ def _rate_limit(value: str) -> str:
     return value
 
 
+_MAX_COUNT = 10**12
 TenantId = Annotated[str, AfterValidator(check_tenant_id)]
 RateLimit = Annotated[str, AfterValidator(_rate_limit)]
 
@@ -51,10 +52,11 @@ class SessionPolicy(_Section):
 class Quotas(_Section):
     """Counts a tenant may not exceed; None is unlimited."""
 
-    servers: int | None = Field(None, ge=0)
-    clients: int | None = Field(None, ge=0)
-    users: int | None = Field(None, ge=0)
-    requests_per_day: int | None = Field(None, ge=0, description="proxied MCP and LLM requests per UTC day")
+    # Bounded so every value fits the audit log's JSON (64-bit integers) and means something.
+    servers: int | None = Field(None, ge=0, le=_MAX_COUNT)
+    clients: int | None = Field(None, ge=0, le=_MAX_COUNT)
+    users: int | None = Field(None, ge=0, le=_MAX_COUNT)
+    requests_per_day: int | None = Field(None, ge=0, le=_MAX_COUNT, description="proxied requests per UTC day")
 
 
 class RateLimits(_Section):

@@ -74,7 +74,7 @@ class Tenant:
         self.grants = GrantRepository(database, tenant_id)
         self.consents = ConsentRepository(database, tenant_id)
         self.browser_sessions = BrowserSessionRepository(database, tenant_id)
-        self.client_directory = ClientDirectory(self.clients, shared.cimd_resolver, shared.revocations)
+        self.client_directory = ClientDirectory(tenant_id, self.clients, shared.cimd_resolver, shared.revocations)
         self.client_authenticator = ClientAuthenticator(
             self.client_directory, shared.client_key_sets, audiences=(self.issuer, self.token_endpoint)
         )

@@ -1,0 +1,1 @@
+"""The admin API (FastAPI, mounted at {issuer}/admin/api): see api.py."""
