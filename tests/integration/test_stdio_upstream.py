@@ -298,7 +298,7 @@ async def test_an_oversized_message_is_refused_and_the_next_call_works() -> None
 
 async def test_no_answer_in_time_is_a_timeout_and_the_call_is_cancelled(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "chamberlain.gateway.stdio")
-    stdio = StdioUpstream("upstream", stdio_server_config(timeout=1.0))
+    stdio = StdioUpstream("upstream", stdio_server_config(timeout=3.0))
     try:
         session = await open_session(stdio)
         with pytest.raises(UpstreamError) as failure:
