@@ -40,6 +40,7 @@ bench: install
 	$(PY) bench/oauth_bench.py
 	$(PY) bench/mcp_proxy_bench.py
 	$(PY) bench/audit_bench.py
+	$(PY) bench/rate_limit_bench.py
 	$(PY) bench/policy_bench.py
 
 clean:
