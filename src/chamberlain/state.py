@@ -158,7 +158,9 @@ class AppState:
         """Logged when the set of servers changes: mistakes worth fixing that must not stop the gateway."""
         for server in overridden:
             logger.warning("server %r is in the config file and the database: the config file's wins", server.name)
-        for problem in check_servers(tenant.roles, tenant.resources):
+        if tenant.config.roles is None:
+            return  # the built-in defaults name the demo server, which a new tenant need not have
+        for problem in check_servers(tenant.config.roles, tenant.resources):
             logger.warning("tenant %r: %s", tenant.id, problem)
 
     async def start(self) -> None:
