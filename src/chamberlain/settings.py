@@ -23,6 +23,7 @@ from chamberlain.gateway.server_config import ServerConfig
 from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
 from chamberlain.store.servers import check_server_name
 from chamberlain.tenancy.config import TenantConfig, TenantId
+from chamberlain.vault.settings import VaultSettings
 
 ENV_PREFIX = "CHAMBERLAIN_"
 CONFIG_FILE_NAME = "chamberlain.yaml"
@@ -89,6 +90,8 @@ class Settings(_Section):
     redis_url: str | None = Field(None, description="redis://HOST:PORT/DB")
     # When Redis is unreachable, rate limits fall back to per-process memory unless this refuses requests instead.
     rate_limits_fail_closed: bool = False
+    # The credential vault (vault/): where its key-encryption key comes from, default maximum ages.
+    vault: VaultSettings = VaultSettings()
 
     @field_validator("issuer")
     @classmethod

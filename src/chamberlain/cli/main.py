@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from chamberlain.cli import audit, clients, keys, roles, servers, sessions, tenants, users
+from chamberlain.cli import audit, clients, keys, roles, servers, sessions, tenants, users, vault
 from chamberlain.cli.compliance import compliance_report, security_scan
 from chamberlain.cli.init import init
 from chamberlain.cli.migrate import migrate
@@ -28,6 +28,7 @@ app.add_typer(tenants.app, name="tenants")
 app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(vault.app, name="vault")
 app.command("compliance-report")(compliance_report)
 app.command("security-scan")(security_scan)
 

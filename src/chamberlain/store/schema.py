@@ -292,3 +292,43 @@ audit_legal_holds = Table(
     Column("created_at", Float, nullable=False),
     PrimaryKeyConstraint("tenant_id", "subject"),
 )
+
+# -- vault (vault/): envelope-encrypted secrets per (tenant, source) and the credential records that govern them ----
+
+vault_secret_versions = Table(
+    "vault_secret_versions",
+    metadata,
+    # One row per version of a secret (vault/envelope.py): the value under its own AES-256-GCM data key, and that
+    # data key wrapped by a key-encryption key kept outside the database. Both bind (tenant, source, name, version)
+    # as associated data, so a row copied anywhere else does not decrypt.
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),  # format byte || 96-bit nonce || ciphertext and tag
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("kek_id", String(200), nullable=False),  # the KEK that wrapped the data key: what rotation rewraps
+    Column("details", JSON, nullable=False),  # the version's metadata (kind, ...): never secret
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "source", "name", "version"),
+)
+
+vault_credentials = Table(
+    "vault_credentials",
+    metadata,
+    # What may use a secret and how old it may grow (vault/service.py), whichever backend holds the value.
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),  # api_key, client_secret, refresh_token, password, header, ...
+    Column("owner", String(200), nullable=True),  # who answers for it (rotation reminders)
+    Column("bindings", JSON, nullable=False),  # names of the tenant's servers that may use it; [] = none may
+    Column("user_id", String(36), nullable=True),  # a per-user credential: usable only on this user's requests
+    Column("max_age", Float, nullable=True),  # seconds; NULL: the kind's default (vault.max_age_days)
+    Column("rotation", JSON(none_as_null=True), nullable=True),  # how `vault rotate` renews it, if it can
+    Column("health", String(16), nullable=False),  # "ok" or "unhealthy"
+    Column("health_reason", String(500), nullable=True),  # e.g. "re-consent needed"
+    Column("created_at", Float, nullable=False),
+    Column("rotated_at", Float, nullable=False),  # when the current value was set: the age rotation checks
+    PrimaryKeyConstraint("tenant_id", "source", "name"),
+)
