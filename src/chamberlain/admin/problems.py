@@ -158,6 +158,17 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(422, "the request is not valid", kind="invalid-request", errors=errors)
 
 
+def invalid_body_field(pointer: str, message: str) -> ProblemError:
+    """A 422 for one member of the body that validated but cannot be accepted (a weak password, a role that is not
+    administrative), in the same shape as validation errors."""
+    return ProblemError(
+        422,
+        "the request is not valid",
+        kind="invalid-request",
+        extensions={"errors": [FieldProblem(location="body", pointer=pointer, message=message).model_dump()]},
+    )
+
+
 def field_problem(error: Mapping[str, Any]) -> FieldProblem:
     """One of pydantic's errors without its `input` (which may be a password) and without pydantic's prefixes."""
     location = [str(part) for part in error.get("loc", ())]

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Request, Response
 from chamberlain.admin.auth import Administrator, PlatformAdmin
 from chamberlain.admin.common import instant, location, problems, record_change, stored_config, username_reference
 from chamberlain.admin.models import TenantCreate, TenantCreated, TenantList, TenantOut, TenantUpdate
-from chamberlain.admin.problems import FieldProblem, ProblemError
+from chamberlain.admin.problems import ProblemError, invalid_body_field
 from chamberlain.identity.passwords import PasswordPolicyError, hash_password
 from chamberlain.policy.roles import DEFAULT_ROLES
 from chamberlain.store.errors import AlreadyExists
@@ -54,11 +54,13 @@ async def create_tenant(
         roles = config.roles or DEFAULT_ROLES
         administrative = {name for name, role in roles.enterprise_roles.items() if role.administrative_functions}
         if not administrative & set(initial.roles):
-            raise _invalid("/initial_admin/roles", "none of these roles has administrative_functions in the tenant")
+            raise invalid_body_field(
+                "/initial_admin/roles", "none of these roles has administrative_functions in the tenant"
+            )
         try:
             password_hash = await asyncio.to_thread(hash_password, initial.password.get_secret_value())
         except PasswordPolicyError as problem:
-            raise _invalid("/initial_admin/password", str(problem)) from None
+            raise invalid_body_field("/initial_admin/password", str(problem)) from None
     name = body.name or body.id
     after: dict[str, Any] = {"name": name, "config": stored}
     if initial is not None:
@@ -141,15 +143,6 @@ def tenant_out(admin: Administrator, row: TenantRow) -> TenantOut:
         admin_api=f"{issuer}/admin/api",
         created_at=created,
         config=stored_config(row.config),
-    )
-
-
-def _invalid(pointer: str, message: str) -> ProblemError:
-    return ProblemError(
-        422,
-        "the request is not valid",
-        kind="invalid-request",
-        extensions={"errors": [FieldProblem(location="body", pointer=pointer, message=message).model_dump()]},
     )
 
 

@@ -26,8 +26,9 @@ from chamberlain.admin.common import (
     when,
 )
 from chamberlain.admin.models import Me, UserCreate, UserOut, UserPage, UserRevocation, UserUpdate
-from chamberlain.admin.problems import FieldProblem, ProblemError
+from chamberlain.admin.problems import FieldProblem, ProblemError, invalid_body_field
 from chamberlain.identity.passwords import PasswordPolicyError, hash_password
+from chamberlain.sessions.revocation import revoke_user as revoke_everything
 from chamberlain.store.errors import AlreadyExists
 from chamberlain.store.users import User
 from chamberlain.tenancy.tenant import Tenant
@@ -86,7 +87,7 @@ async def create_user(body: UserCreate, request: Request, response: Response, ad
         # argon2id costs 64 MiB and tens of milliseconds: off the event loop.
         password_hash = await asyncio.to_thread(hash_password, body.password.get_secret_value())
     except PasswordPolicyError as problem:
-        raise _invalid("/password", str(problem)) from None
+        raise invalid_body_field("/password", str(problem)) from None
     await record_change(
         admin,
         request,
@@ -238,19 +239,17 @@ async def revoke_grants(tenant: Tenant, user_id: str, reason: str, *, client_id:
 
 
 async def sign_out_everywhere(tenant: Tenant, user_id: str, reason: str) -> UserRevocation:
-    grants = await revoke_grants(tenant, user_id, reason)
-    sessions = await tenant.browser_sessions.revoke_user(user_id)
-    consents = await tenant.consents.withdraw_user(user_id)
-    return UserRevocation(sessions_revoked=sessions, grants_revoked=grants, consents_withdrawn=consents)
-
-
-def _invalid(pointer: str, message: str) -> ProblemError:
-    return ProblemError(
-        422,
-        "the request is not valid",
-        kind="invalid-request",
-        extensions={"errors": [FieldProblem(location="body", pointer=pointer, message=message).model_dump()]},
+    done = await revoke_everything(
+        user_id,
+        users=tenant.users,
+        grants=tenant.grants,
+        consents=tenant.consents,
+        sessions=tenant.browser_sessions,
+        reason=reason,
     )
+    if done.grants:
+        await tenant.sync_revocations()
+    return UserRevocation(sessions_revoked=done.sessions, grants_revoked=done.grants, consents_withdrawn=done.consents)
 
 
 def _not_found() -> ProblemError:

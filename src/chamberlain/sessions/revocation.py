@@ -24,6 +24,7 @@ async def revoke_user(
     grants: GrantRepository,
     consents: ConsentRepository,
     sessions: BrowserSessionRepository,
+    reason: str = "user_revoked",
 ) -> UserRevocation:
     """Ends the user's browser sessions (no new consent or code), revokes their grants (refresh tokens, and the
     access tokens carrying those grant ids through the revocation feed) and withdraws their consents (the next
@@ -31,6 +32,6 @@ async def revoke_user(
     ended = await sessions.revoke_user(user_id)
     grant_ids = await users.active_grant_ids(user_id)
     for grant_id in grant_ids:
-        await grants.revoke_grant(grant_id, "user_revoked")
+        await grants.revoke_grant(grant_id, reason)
     withdrawn = await consents.withdraw_user(user_id)
     return UserRevocation(ended, len(grant_ids), withdrawn)
