@@ -21,8 +21,13 @@ Phases:
   refused        one user far over per_user: the cost of a 429 (in Redis, answered from the memo)
   library memory the `limits` library's own async MemoryStorage (moving window, 1 limit), which LocalStorage replaces
   tokens         admit_tokens with llm_tokens_per_user and llm_tokens_per_tenant (sliding window counter)
-In Redis the floor is one bare redis-py EVALSHA round trip (a trivial script) from the same client library, and the
-Redis server's own CPU per request is read from /proc beside ours. Keys go under a random prefix, deleted after.
+In Redis, beside the limiter's own phases (one script per request through net/resp.py, whatever the number of limits):
+  library, N hits   the previous design, in the same run: the `limits` library's RedisStorage on redis-py (with
+                    hiredis as its parser when installed), one script per limit, hit in turn (1 limit, then the
+                    4 of "all limits")
+  floor             one bare EVALSHA round trip (a trivial script) through each client: net/resp.py and redis-py
+and the Redis server's own CPU per request is read from /proc beside ours. Keys go under a random prefix, deleted
+after.
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: `bench` and `tests` packages
 
 from bench._common import CLOCK_TICKS, num, table
-from limits import parse
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits import RateLimitItemPerDay, parse
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from tests.support.redis import delete_prefixed
 
+from chamberlain.net.resp import RedisPool, RespError
 from chamberlain.policy.rate_limits import RateLimiter
 from chamberlain.tenancy.config import Quotas, RateLimits
 
@@ -157,7 +163,7 @@ def admit(limiter: RateLimiter, config: tuple[RateLimits, Quotas]) -> Callable[[
     return call
 
 
-async def run(storage: str, limiter: RateLimiter, requests: int, workers: int) -> list[Phase]:
+async def run(storage: str, limiter: RateLimiter, requests: int, workers: int, prefix: str = "") -> list[Phase]:
     async def nothing(number: int) -> None:
         return None
 
@@ -191,15 +197,61 @@ async def run(storage: str, limiter: RateLimiter, requests: int, workers: int) -
 
         phases.append(await measure("library memory, 1 limit", library_memory, requests, workers, empty))
     else:
-        bridge = limiter._redis.bridge  # type: ignore[union-attr]
-        client = bridge.get_connection()  # type: ignore[attr-defined]
-        script = client.register_script("return 1")
-
-        async def round_trip(number: int) -> object:
-            return await script(keys=["bench-floor"], args=[number])
-
-        phases.append(await measure("floor: 1 EVALSHA", round_trip, requests, workers, empty, redis=True))
+        phases += await redis_comparisons(limiter, prefix, requests, workers, empty)
     return phases
+
+
+async def redis_comparisons(
+    limiter: RateLimiter, prefix: str, requests: int, workers: int, empty: tuple[float, float]
+) -> list[Phase]:
+    """The library's own per-limit hits through redis-py (the previous design) and one bare round trip per client."""
+    url = limiter._pool.address  # type: ignore[union-attr]
+    storage = RedisStorage(
+        f"async+redis://{url.host}:{url.port}/{url.db}", implementation="redispy", key_prefix=prefix + "-library"
+    )
+    moving, sliding, fixed = (
+        MovingWindowRateLimiter(storage),
+        SlidingWindowCounterRateLimiter(storage),
+        FixedWindowRateLimiter(storage),
+    )
+    user, client, tenant = parse("1000/minute"), parse("1000000/minute"), parse("10000000/minute")
+    day = RateLimitItemPerDay(1_000_000_000)
+
+    async def library_one(number: int) -> object:
+        return await moving.hit(user, "user", TENANT, USERS[number % 1000])
+
+    async def library_all(number: int) -> object:
+        # The order of the previous design: user, client, tenant, day, each its own round trip.
+        return (
+            await moving.hit(user, "user", TENANT, USERS[number % 1000])
+            and await sliding.hit(client, "client", TENANT, CLIENTS[number % 10])
+            and await sliding.hit(tenant, "tenant", TENANT)
+            and await fixed.hit(day, "day", TENANT, "bench")
+        )
+
+    script = storage.bridge.get_connection().register_script("return 1")  # type: ignore[attr-defined]
+
+    async def redis_py_floor(number: int) -> object:
+        return await script(keys=["bench-floor"], args=[number])
+
+    pool = RedisPool(url)
+    sha = await pool.execute(b"SCRIPT", b"LOAD", b"return 1")
+    assert isinstance(sha, bytes)
+
+    async def resp_floor(number: int) -> object:
+        return await pool.execute(b"EVALSHA", sha, 1, b"bench-floor", number)
+
+    try:
+        return [
+            await measure("library, 1 hit (redis-py)", library_one, requests, workers, empty, redis=True),
+            await measure("library, 4 hits (redis-py)", library_all, requests, workers, empty, redis=True),
+            await measure("floor: EVALSHA, resp.py", resp_floor, requests, workers, empty, redis=True),
+            await measure("floor: EVALSHA, redis-py", redis_py_floor, requests, workers, empty, redis=True),
+        ]
+    finally:
+        await pool.aclose()
+        await storage.bridge.get_connection().aclose()  # type: ignore[attr-defined]
+        delete_prefixed(f"redis://{url.host}:{url.port}/{url.db}", prefix + "-library")
 
 
 def report(results: dict[str, list[Phase]], workers: int) -> None:
@@ -221,14 +273,20 @@ def report(results: dict[str, list[Phase]], workers: int) -> None:
             ratio = memory["library memory, 1 limit"].cpu_us / max(memory["1 limit"].cpu_us, 0.1)
             print(f"the library's own async MemoryStorage: {ratio:.1f}x this limiter's CPU for one limit")
     redis = {phase.name: phase for phase in results.get("Redis", [])}
-    if "floor: 1 EVALSHA" in redis and "all limits" in redis:
-        floor = redis["floor: 1 EVALSHA"].cpu_us
+    if "floor: EVALSHA, resp.py" in redis and "all limits" in redis:
+        floor = redis["floor: EVALSHA, resp.py"].cpu_us
         print(
-            f"Redis: one round trip costs {floor:.0f} µs of our CPU here; one limit "
-            f"{redis['1 limit'].cpu_us:.0f} µs ({redis['1 limit'].cpu_us / floor:.2f} round trips), every limit "
-            f"(4 hits) {redis['all limits'].cpu_us:.0f} µs ({redis['all limits'].cpu_us / floor:.2f}, "
-            f"{100 * redis['all limits'].cpu_us / PROXY_BUDGET_US:.0f}% of the 1 ms budget); "
-            f"a refusal from the memo {redis['refused (429)'].cpu_us:.1f} µs"
+            f"Redis: one script per request whatever its limits: one limit {redis['1 limit'].cpu_us:.0f} µs of CPU, "
+            f"every limit {redis['all limits'].cpu_us:.0f} µs ({redis['all limits'].cpu_us / floor:.2f} bare round "
+            f"trips of {floor:.0f} µs; {100 * redis['all limits'].cpu_us / PROXY_BUDGET_US:.1f}% of the 1 ms "
+            f"budget); a refusal from the memo {redis['refused (429)'].cpu_us:.1f} µs"
+        )
+        library = redis["library, 4 hits (redis-py)"].cpu_us
+        print(
+            f"the previous design (the library's hit per limit, redis-py): one limit "
+            f"{redis['library, 1 hit (redis-py)'].cpu_us:.0f} µs, every limit {library:.0f} µs: "
+            f"{library / max(redis['all limits'].cpu_us, 0.1):.1f}x this limiter's; a bare redis-py round trip "
+            f"{redis['floor: EVALSHA, redis-py'].cpu_us:.0f} µs"
         )
 
 
@@ -254,10 +312,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, list[Phase]]:
     prefix = f"chamberlain-bench-{secrets.token_hex(6)}"
     limiter = RateLimiter(args.redis_url, key_prefix=prefix)
     try:
-        if not await limiter._redis.check():  # type: ignore[union-attr]
+        try:
+            await limiter._pool.execute(b"PING")  # type: ignore[union-attr]
+        except (OSError, RespError):
             print(f"Redis skipped: {args.redis_url} did not answer")
             return results
-        results["Redis"] = await run("Redis", limiter, args.redis_requests // scale, args.workers)
+        results["Redis"] = await run("Redis", limiter, args.redis_requests // scale, args.workers, prefix)
         if not limiter.shared:
             print("warning: Redis failed during the run; the Redis figures include the memory fallback")
     finally:

@@ -9,18 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from limits import parse
 
+from chamberlain.net.resp import ProtocolFailure, pack
+from chamberlain.policy import rate_limits
 from chamberlain.policy.quotas import check_can_add
-from chamberlain.policy.rate_limits import DAY, MOVING_WINDOW_MAX_ENTRIES, LocalStorage, RateLimiter, Throttled
+from chamberlain.policy.rate_limits import (
+    _SCRIPT_SHA,
+    DAY,
+    MOVING_WINDOW_MAX_ENTRIES,
+    LocalStorage,
+    RateLimiter,
+    Throttled,
+)
 from chamberlain.store.database import create_database, migrate
 from chamberlain.store.tenants import TenantRepository, ensure_tenant
 from chamberlain.store.users import UserRepository
@@ -452,3 +464,146 @@ def test_frozen_restores_the_real_clock() -> None:
     with frozen(5.0):
         assert time.time() == 5.0
     assert time.time() > 1_600_000_000
+
+
+# -- the Redis path without Redis: what is sent, and what is made of odd answers --------------------------------------
+
+
+def test_the_script_s_arguments_are_the_resp_encoding_of_its_keys_and_values() -> None:
+    limiter = RateLimiter("redis://127.0.0.1:1/0", key_prefix="pfx")
+    config = (
+        RateLimits(per_user="5/minute", per_client="20000/hour", per_tenant="10 per 20 seconds"),
+        Quotas(requests_per_day=100),
+    )
+    plan = limiter._plan("acme", config)
+    backend: Any = limiter._primary
+    identifiers = ["user/acme/alice", "client/acme/cli", "tenant/acme", "day/acme/20833"]
+    targets = list(zip(plan.requests, identifiers, strict=True))
+    now = 1_800_000_000.25
+    count, arguments = backend.arguments(targets, 3, now)
+    user, client, tenant, day = (check.item for check in plan.requests)
+    expected = pack(
+        b"EVALSHA",
+        _SCRIPT_SHA,
+        5,
+        f"pfx:{user.key_for('user/acme/alice')}",  # the library's key names (RateLimitItem.key_for)
+        f"pfx:{{{client.key_for('client/acme/cli')}}}/-1",  # and its sliding window's pair of keys
+        f"pfx:{{{client.key_for('client/acme/cli')}}}",
+        f"pfx:{tenant.key_for('tenant/acme')}",
+        f"pfx:{day.key_for('day/acme/20833')}",
+        1_800_000_000_250_000,
+        3,
+        *(b"m", 5, 60),
+        *(b"s", 20000, 3600),
+        *(b"m", 10, 20),
+        *(b"f", 100, 86_400),
+    )
+    assert b"*%d\r\n" % (count + 2) + rate_limits._EVALSHA + arguments == expected
+
+
+class FakePool:
+    """Stands for the Redis connection: answers every command with `reply`, or raises it."""
+
+    def __init__(self, reply: Any) -> None:
+        self.reply = reply
+        self.sent = 0
+
+    async def execute_packed(self, payload: bytes) -> Any:
+        self.sent += 1
+        if isinstance(self.reply, BaseException):
+            raise self.reply
+        return self.reply
+
+    async def execute(self, *args: Any) -> Any:
+        return await self.execute_packed(pack(*args))
+
+    async def aclose(self) -> None:
+        pass
+
+
+def with_fake_pool(limiter: RateLimiter, reply: Any) -> FakePool:
+    fake = FakePool(reply)
+    limiter._pool = fake  # type: ignore[assignment]
+    limiter._primary.pool = fake  # type: ignore[attr-defined]
+    return fake
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"garbage",
+        [],
+        [7],
+        [0],
+        ["not an int"],
+        [1, b"not a time"],
+        ProtocolFailure("Redis sent bytes that are not RESP"),
+    ],
+    ids=["bulk", "empty", "beyond", "zero", "type", "time", "protocol"],
+)
+async def test_an_answer_the_script_never_gives_is_an_outage_not_an_admission(
+    reply: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="chamberlain.policy.rate_limits")
+    limiter = RateLimiter("redis://127.0.0.1:1/0", probe_interval=30)
+    try:
+        with_fake_pool(limiter, reply)
+        config = limits(per_user="1/minute")
+        assert await limiter.admit("acme", config, user="alice", client=None) is None  # counted in memory
+        assert not limiter.shared
+        assert await limiter.admit("acme", config, user="alice", client=None) is not None
+        assert len(caplog.records) == 1
+    finally:
+        await limiter.aclose()
+
+
+async def test_a_request_larger_than_a_limit_is_refused_without_a_round_trip() -> None:
+    limiter = RateLimiter("redis://127.0.0.1:1/0")
+    try:
+        fake = with_fake_pool(limiter, 0)
+        refusal = await limiter.admit("acme", limits(per_user="5/minute"), user="alice", client=None, cost=6)
+        assert refusal is not None
+        assert "more than the limit" in refusal.detail
+        zero = await limiter.admit("acme", (RateLimits(), Quotas(requests_per_day=0)), user="alice", client=None)
+        assert zero is not None
+        assert zero.limit == "requests_per_day"
+        assert fake.sent == 0
+        assert limiter.shared
+    finally:
+        await limiter.aclose()
+
+
+async def test_a_refusal_in_redis_gives_retry_after_from_what_the_script_read(clock: Clock) -> None:
+    limiter = RateLimiter("redis://127.0.0.1:1/0")
+    try:
+        moving = limits(per_user="3/minute")
+        with_fake_pool(limiter, [1, repr(clock.now - 10.5).encode()])  # the entry that frees the unit, 10.5 s old
+        refusal = await limiter.admit("acme", moving, user="alice", client=None)
+        assert refusal is not None
+        assert refusal.retry_after == 50
+        # Remembered until then: the next refusals are decided here, without Redis.
+        fake = with_fake_pool(limiter, 0)
+        assert await limiter.admit("acme", moving, user="alice", client=None) is not None
+        assert fake.sent == 0
+        clock.advance(50)
+        assert await limiter.admit("acme", moving, user="alice", client=None) is None
+        assert fake.sent == 1
+        # The sliding window counter: the library's arithmetic on the counts and TTLs (ms) the script read.
+        sliding = limits(per_tenant="20000/minute")
+        with_fake_pool(limiter, [1, b"12000", b"30000", b"14000", b"90000"])
+        refusal = await limiter.admit("acme", sliding, user=None, client=None)
+        assert refusal is not None
+        assert refusal.retry_after == math.floor(min(30.0 % (60 / 12000), 90.0 % 60)) + 1
+        day = (RateLimits(), Quotas(requests_per_day=5))
+        with_fake_pool(limiter, [1])
+        refusal = await limiter.admit("acme", day, user=None, client=None)
+        assert refusal is not None
+        assert refusal.retry_after == math.floor((clock.now // DAY + 1) * DAY - clock.now) + 1
+    finally:
+        await limiter.aclose()
+
+
+def test_duplicate_rates_in_one_setting_count_once(clock: Clock) -> None:
+    limiter = RateLimiter()
+    plan = limiter._plan("acme", limits(per_user="2/minute;2/minute;5/hour"))
+    assert [repr(check.item) for check in plan.requests] == [repr(parse("2/minute")), repr(parse("5/hour"))]

@@ -7,70 +7,97 @@ and `retry_after`, the delay-seconds of a `Retry-After` header (RFC 9110 §10.2.
 (RFC 6585 §4), or with 503 when the shared store is down and the gateway is configured to fail closed.
 
 Strategies (the `limits` library's):
-- Request rates use the *moving window*: every admitted request is a timestamp in a list capped at the limit, and
-  one Lua script (Redis) or one uninterrupted step on the event loop (memory) checks and appends. It is exact: no
-  rolling window of the limit's length ever holds more than the limit, whatever the number of processes, because
-  Redis runs each script alone. The *sliding window counter* would keep two counters instead of a list, but it
-  estimates the previous window's share by assuming its hits were evenly spread, so a burst at the end of one
-  window and another at the start of the next can admit up to twice the limit within one window's length; the
-  acceptance test (two processes, concurrent load, total admitted ≤ limit + 1 per process) and users comparing
-  what they were promised with what they got both want the exact count. Its cost is memory: one entry per admitted
-  request, so a limit above MOVING_WINDOW_MAX_ENTRIES per window falls back to the sliding window counter.
+- Request rates use the *moving window*: every admitted request is a timestamp in a list capped at the limit, and a
+  request is admitted only while the list holds fewer than the limit within the last window. It is exact: no
+  rolling window of the limit's length ever holds more than the limit, whatever the number of processes. The
+  *sliding window counter* would keep two counters instead of a list, but it estimates the previous window's share
+  by assuming its hits were evenly spread, so a burst at the end of one window and another at the start of the next
+  can admit up to twice the limit within one window's length; the acceptance test (two processes, concurrent load,
+  total admitted ≤ limit + 1 per process) and users comparing what they were promised with what they got both want
+  the exact count. Its cost is memory: one entry per admitted request, so a limit above MOVING_WINDOW_MAX_ENTRIES
+  per window falls back to the sliding window counter.
 - LLM token rates always use the sliding window counter: a request costs thousands of tokens, and the moving window
   would store one entry per token.
 - The daily quota is a fixed window keyed by the UTC day (see DAY below), so it resets at 00:00 UTC for everyone,
   rather than 24 hours after a tenant's first request, which is what a fixed window alone would do.
 
-Several limits apply to one request (user, client, tenant, day). The library hits each on its own, so a request
-refused by a later limit may already have consumed an earlier one. The order (user, client, tenant, day) keeps the
-consequences small: a user refused by their own limit consumes nothing of the tenant's or of the daily quota, so one
-noisy user cannot spend the tenant's budget; only the daily quota counts nothing but admitted requests. Beyond that:
-- in memory, limits are hit in order and a refusal takes back the hits this request already made (LocalStorage.undo;
-  nothing suspends in between, so they are still the newest entries): a refused request consumes nothing, for the
-  price of one hit per limit (testing every limit first, then hitting, costs twice that);
-- in Redis, testing first would double the round trips, and a round trip is the dominant cost (about 0.2 ms of CPU
-  with redis-py on the 2-core bench machine, where a whole proxied tools/call is budgeted at 1 ms), so limits are
-  hit in order and a refusal stops the sequence: a request refused by the per-tenant limit
-  has consumed one unit of its user's and client's limits. A refused limit is remembered in this process until the
-  window frees a unit (its reset time), and requests meeting it are refused without touching Redis, so that
-  over-count happens once per process each time a unit frees, not on every refused request — and a client
-  hammering a 429 costs the gateway a dictionary lookup, not a Redis round trip. The memo only ever refuses, and
-  only until the time Redis itself named, so it never admits beyond a limit.
+All or nothing. Several limits apply to one request (user, client, tenant, day): it is admitted only when every one
+of them has room, and only then counted in each of them; a refused request counts nowhere. So a user refused by the
+tenant's limit spends nothing of their own, one refused by their own limit spends nothing of the tenant's, and only
+admitted requests count against the daily quota.
+- In Redis, one Lua script per request decides every limit of it (_SCRIPT): it checks them all, in order, and
+  returns the first that refuses with what Retry-After needs; only when all admit does it record the request in
+  each. Redis runs a script alone, so the check and the record are one atomic step, exact across any number of
+  processes. One round trip per request, whatever its number of limits. Before, the library hit each limit with a
+  script of its own through redis-py, about 200 µs of the gateway's CPU each on the 2-core bench machine: about
+  0.9 ms for a tenant with all four, nearly the whole 1 ms budget of a proxied tools/call (bench/rate_limit_bench.py
+  measures that design beside this one in the same run).
+- The script keeps the library's layout and the library's rules, operation for operation, for each kind of window:
+  the moving window's list of timestamps, newest first (LINDEX at limit - cost, LPUSH, LTRIM to the limit, EXPIRE
+  the window); the sliding window counter's two counters `{key}` and `{key}/-1` with millisecond TTLs (the current
+  one renamed to the previous when its first window has passed); the fixed window's counter (INCRBY, EXPIRE the
+  window when created). Keys are the library's, `RateLimitItem.key_for(identifier)` under "{key_prefix}:". So the
+  library's own readers (`get_window_stats`, `test`) answer right on these keys, and a process still hitting them
+  with the library's per-limit scripts (a replica not yet upgraded) counts in the same windows. One difference, on
+  purpose: the library's fixed window counts a refused hit (INCRBY, then compare); the script compares first.
+- In memory (no Redis, or Redis down) the library's strategies run on LocalStorage, limit after limit, and a refusal
+  takes back the hits this request already made (LocalStorage.undo; nothing suspends in between, so they are still
+  the newest entries): the same outcome, for the price of one hit per limit.
+- The script's keys belong to several limits at once, so they must live on one Redis server: Redis Cluster (which
+  would need every key of a script in one hash slot) is not supported.
 
-In Redis the moving window's entries carry each process's own clock (the library's script takes the caller's
-time): replicas on several hosts need synchronised clocks (NTP), and a skew of d seconds shifts the window by d.
-A changed rate counts afresh: the library's keys carry the rate ("20/1/minute"), so a new rate is a new counter.
+The client is net/resp.py: pipelined asyncio connections parsed by hiredis (one by default), shared by every request
+of the process, with the script sent by its SHA-1 (EVALSHA; EVAL once when Redis answers NOSCRIPT, after a restart or
+a SCRIPT FLUSH) and its arguments encoded once per limit and key. Measured on the bench machine with 16 requests in
+flight: a bare round trip costs about 10 µs of CPU there against 130-190 µs through redis-py's asyncio client (with
+or without hiredis as its parser: most of redis-py's cost is outside parsing), because the commands of concurrent
+requests share one write and their replies one read; a request with one limit costs about 20 µs, one with all four
+about 30 µs (3% of the budget), and Redis itself spends about 50 µs on the four instead of about 210 µs.
 
-When Redis cannot be reached the limiter either counts in this process's memory (the default: each replica then
-enforces the limits on its own, so N replicas admit up to N times a limit while it lasts) or, with
-`rate_limits_fail_closed`, refuses with `Throttled.limit == "unavailable"` (the caller answers 503). A warning is
-logged once per outage; a background probe pings Redis every `probe_interval` seconds and switches back by itself.
+A refused limit is remembered in this process until the window frees a unit (its reset time), and requests meeting
+it are refused without touching Redis: a client hammering a 429 costs the gateway a dictionary lookup, not a Redis
+round trip. The memo only ever refuses, and only until the time Redis itself named, so it never admits beyond a
+limit.
+
+In Redis the moving window's entries carry each process's own clock, to the microsecond (the script takes the
+caller's time, as the library's does): replicas on several hosts need synchronised clocks (NTP), and a skew of d
+seconds shifts the window by d. The sliding window counter runs on Redis's clock (its TTLs), as the library's does.
+A changed rate counts afresh: the library's keys carry the rate ("20/1/minute"), so a new rate is a new
+counter.
+
+When Redis cannot be reached (or answers the script with an error) the limiter either counts in this process's
+memory (the default: each replica then enforces the limits on its own, so N replicas admit up to N times a limit
+while it lasts) or, with `rate_limits_fail_closed`, refuses with `Throttled.limit == "unavailable"` (the caller
+answers 503). A warning is logged once per outage; a background probe pings Redis every `probe_interval` seconds and
+switches back by itself. A request whose script may have run when its connection failed is counted again in memory:
+an outage can over-count a request, never under-count one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from typing import Final, Literal
 
 from limits import RateLimitItem, RateLimitItemPerDay, parse_many
-from limits.aio.storage import MovingWindowSupport, RedisStorage, SlidingWindowCounterSupport, Storage
+from limits.aio.storage import MovingWindowSupport, SlidingWindowCounterSupport, Storage
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
     SlidingWindowCounterRateLimiter,
 )
 from limits.aio.strategies import RateLimiter as Strategy
-from limits.errors import StorageError
 from limits.storage.base import TimestampedSlidingWindow
 
+from chamberlain.net.resp import RedisPool, Reply, RespError, ServerError, bulk, parse_redis_url
 from chamberlain.settings import Settings
 from chamberlain.tenancy.config import Quotas, RateLimits, TenantConfig
 
@@ -120,6 +147,10 @@ class Throttled:
 
 # -- what a tenant's configuration compiles to ------------------------------------------------------------------------
 
+# The script's name for each kind of window (one byte each: the script compares them once per limit).
+_KIND: Final[dict[StrategyName, bytes]] = {"moving": b"m", "sliding": b"s", "fixed": b"f"}
+_MARK: Final = "\x00"  # stands for the identifier when the library's key for an item is split around it
+
 
 @dataclass(frozen=True, slots=True)
 class _Check:
@@ -129,14 +160,25 @@ class _Check:
     strategy: StrategyName
     memo_tag: str  # tells this limit's memo entries from other limits' on the same identifier
     refusal: str  # the first part of Throttled.detail
+    # The library's key for an identifier is key_head + identifier + key_tail: RateLimitItem.key_for, split once
+    # here rather than rebuilt (escaped, joined) on every request.
+    key_head: str
+    key_tail: str
+    spec: bytes  # this limit's arguments to the script, in RESP: kind, amount, window in seconds
 
     def throttled(self, retry_after: int) -> Throttled:
         return Throttled(self.name, retry_after, f"{self.refusal}; retry after {retry_after} s")
 
 
+def _check(name: LimitName, scope: Scope, item: RateLimitItem, strategy: StrategyName, refusal: str) -> _Check:
+    head, tail = item.key_for(_MARK).split(_MARK)
+    spec = bulk(_KIND[strategy]) + bulk(b"%d" % item.amount) + bulk(b"%d" % item.get_expiry())
+    return _Check(name, scope, item, strategy, repr(item), refusal, head, tail, spec)
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    requests: tuple[_Check, ...]  # in the order they are hit: user, client, tenant, day
+    requests: tuple[_Check, ...]  # in the order they are checked: user, client, tenant, day
     tokens: tuple[_Check, ...]  # user, tenant
 
 
@@ -163,23 +205,36 @@ def _compile(tenant_id: str, rate_limits: RateLimits, quotas: Quotas) -> _Plan:
         ("per_tenant", "tenant", rate_limits.per_tenant),
     )
     for name, scope, value in request_limits:
-        for item in parse_many(value) if value else ():
+        for item in _distinct(parse_many(value) if value else []):
             strategy: StrategyName = "moving" if item.amount <= MOVING_WINDOW_MAX_ENTRIES else "sliding"
             refusal = f"rate limit exceeded: {_rate(item, 'requests')} {_WHO[scope]}"
-            requests.append(_Check(name, scope, item, strategy, repr(item), refusal))
+            requests.append(_check(name, scope, item, strategy, refusal))
     if quotas.requests_per_day is not None:
         item = RateLimitItemPerDay(quotas.requests_per_day)
         refusal = f"tenant {tenant_id} has reached its quota of {quotas.requests_per_day} requests per day (UTC)"
-        requests.append(_Check("requests_per_day", "day", item, "fixed", repr(item), refusal))
+        requests.append(_check("requests_per_day", "day", item, "fixed", refusal))
     token_limits: tuple[tuple[LimitName, Scope, str | None], ...] = (
         ("llm_tokens_per_user", "llm-user", rate_limits.llm_tokens_per_user),
         ("llm_tokens_per_tenant", "llm-tenant", rate_limits.llm_tokens_per_tenant),
     )
     for name, scope, value in token_limits:
-        for item in parse_many(value) if value else ():
+        for item in _distinct(parse_many(value) if value else []):
             refusal = f"LLM token rate limit exceeded: {_rate(item, 'tokens')} {_WHO[scope]}"
-            tokens.append(_Check(name, scope, item, "sliding", repr(item), refusal))
+            tokens.append(_check(name, scope, item, "sliding", refusal))
     return _Plan(tuple(requests), tuple(tokens))
+
+
+def _distinct(items: list[RateLimitItem]) -> list[RateLimitItem]:
+    # "10/minute;10/minute" names one counter twice (the key carries the rate): counted twice, every request would
+    # take two units of it.
+    seen: set[str] = set()
+    kept: list[RateLimitItem] = []
+    for item in items:
+        key = item.key_for()
+        if key not in seen:
+            seen.add(key)
+            kept.append(item)
+    return kept
 
 
 def _retry_after(reset: float, now: float) -> int:
@@ -187,6 +242,35 @@ def _retry_after(reset: float, now: float) -> int:
     # old, so at the reset instant itself the unit is not free yet. Never early is what makes a client that honours
     # Retry-After succeed on its retry.
     return max(1, math.floor(reset - now) + 1)
+
+
+def _next_day(now: float) -> float:
+    return (now // DAY + 1) * DAY  # the next 00:00 UTC (the day quota is the only fixed window)
+
+
+def _sliding_reset(
+    check: _Check, previous_count: int, previous_ttl: float, current_count: int, current_ttl: float, now: float
+) -> float:
+    """When a sliding window counter next frees a unit: the library's arithmetic (SlidingWindowCounterRateLimiter.
+    get_window_stats), on the counts and TTLs (seconds) the script read."""
+    expiry = check.item.get_expiry()
+    if not (previous_count or current_count):
+        return now
+    previous_in = previous_ttl % (expiry / previous_count) if previous_count else math.inf
+    current_in = current_ttl % expiry if current_count else math.inf
+    return now + min(previous_in, current_in)
+
+
+def _over_limit(check: _Check, cost: int, now: float) -> Throttled:
+    """A request larger than the whole limit: no wait helps, so the detail says so and nothing is remembered."""
+    item = check.item
+    if item.amount == 0:  # a limit of nothing: refused whatever the wait, the window's end is a hint
+        return check.throttled(
+            _retry_after(_next_day(now) if check.strategy == "fixed" else now + item.get_expiry(), now)
+        )
+    unit = "tokens" if check.scope.startswith("llm") else "requests"
+    detail = f"this request counts as {cost} {unit}, more than the limit of {_rate(item, unit)}"
+    return Throttled(check.name, item.get_expiry(), detail)
 
 
 # -- the per-process store ------------------------------------------------------------------------------------------
@@ -377,91 +461,305 @@ _Target = tuple[_Check, str]
 
 
 class _Backend:
-    """A storage with the three strategies over it, and the memo of refusals (module docstring)."""
+    """Where limits are counted, with its memo of refusals (module docstring)."""
 
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        # In memory a refused request's earlier hits are taken back (exact); Redis has no such operation.
-        self.local = storage if isinstance(storage, LocalStorage) else None
-        self.strategies: dict[StrategyName, Strategy] = {
-            "moving": MovingWindowRateLimiter(storage),
-            "sliding": SlidingWindowCounterRateLimiter(storage),
-            "fixed": FixedWindowRateLimiter(storage),
-        }
-        # (identifier, memo tag) -> the time this limit next frees a unit, as the storage said when it refused
+    def __init__(self) -> None:
+        # (identifier, memo tag) -> the time this limit next frees a unit, as the store said when it refused
         self.memo: dict[tuple[str, str], float] = {}
 
     async def admit(self, targets: list[_Target], cost: int, now: float) -> Throttled | None:
+        raise NotImplementedError
+
+    async def reset(self) -> None:
+        self.memo.clear()
+
+    def remembered(self, targets: list[_Target], now: float) -> Throttled | None:
         memo = self.memo
-        if memo:
-            for check, identifier in targets:
-                key = (identifier, check.memo_tag)
-                until = memo.get(key)
-                if until is not None:
-                    if until > now:
-                        return check.throttled(_retry_after(until, now))
-                    del memo[key]
-        strategies = self.strategies
-        for position, (check, identifier) in enumerate(targets):
-            if not await strategies[check.strategy].hit(check.item, identifier, cost=cost):
-                if position and self.local is not None:
-                    # Nothing awaited since these hits (LocalStorage never suspends), so they are still the newest
-                    # entries of their windows: taking them back leaves the counts as if this request never came.
-                    for done, done_identifier in targets[:position]:
-                        item = done.item
-                        self.local.undo(done.strategy, item.key_for(done_identifier), item.get_expiry(), cost)
-                return await self._refused(check, identifier, cost, now)
+        for check, identifier in targets:
+            key = (identifier, check.memo_tag)
+            until = memo.get(key)
+            if until is not None:
+                if until > now:
+                    return check.throttled(_retry_after(until, now))
+                del memo[key]
         return None
 
-    async def _refused(self, check: _Check, identifier: str, cost: int, now: float) -> Throttled:
-        item = check.item
-        if 0 < item.amount < cost:
-            # No wait helps a request larger than the whole limit; the detail says so, the window's length is a hint.
-            unit = "tokens" if check.scope.startswith("llm") else "requests"
-            detail = f"this request counts as {cost} {unit}, more than the limit of {_rate(item, unit)}"
-            return Throttled(check.name, item.get_expiry(), detail)
-        if check.strategy == "fixed":
-            reset = (now // DAY + 1) * DAY  # the next 00:00 UTC (the day quota is the only fixed window)
-        else:
-            reset = (await self.strategies[check.strategy].get_window_stats(item, identifier)).reset_time
+    def refused(self, check: _Check, identifier: str, reset: float, cost: int, now: float) -> Throttled:
         if cost == 1:
             # Remembered only for single units: "no unit free until then" also refuses any larger cost, while a
             # large request's refusal says nothing about a small one.
-            self._remember((identifier, check.memo_tag), reset, now)
+            memo = self.memo
+            if len(memo) >= MEMO_MAX_ENTRIES:
+                for stale in [stale for stale, expires in memo.items() if expires <= now]:
+                    del memo[stale]
+                if len(memo) >= MEMO_MAX_ENTRIES:
+                    memo.clear()
+            memo[(identifier, check.memo_tag)] = reset
         return check.throttled(_retry_after(reset, now))
 
-    def _remember(self, key: tuple[str, str], until: float, now: float) -> None:
-        memo = self.memo
-        if len(memo) >= MEMO_MAX_ENTRIES:
-            for stale in [stale for stale, expires in memo.items() if expires <= now]:
-                del memo[stale]
-            if len(memo) >= MEMO_MAX_ENTRIES:
-                memo.clear()
-        memo[key] = until
+
+class _LocalBackend(_Backend):
+    """This process's memory: the library's three strategies over LocalStorage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storage = LocalStorage()
+        self.strategies: dict[StrategyName, Strategy] = {
+            "moving": MovingWindowRateLimiter(self.storage),
+            "sliding": SlidingWindowCounterRateLimiter(self.storage),
+            "fixed": FixedWindowRateLimiter(self.storage),
+        }
+
+    async def admit(self, targets: list[_Target], cost: int, now: float) -> Throttled | None:
+        if self.memo:
+            remembered = self.remembered(targets, now)
+            if remembered is not None:
+                return remembered
+        strategies = self.strategies
+        for position, (check, identifier) in enumerate(targets):
+            if not await strategies[check.strategy].hit(check.item, identifier, cost=cost):
+                # Nothing awaited since the earlier hits (LocalStorage never suspends), so they are still the newest
+                # entries of their windows: taking them back leaves the counts as if this request never came.
+                for done, done_identifier in targets[:position]:
+                    item = done.item
+                    self.storage.undo(done.strategy, item.key_for(done_identifier), item.get_expiry(), cost)
+                item = check.item
+                if 0 < item.amount < cost:
+                    return _over_limit(check, cost, now)
+                if check.strategy == "fixed":
+                    reset = _next_day(now)
+                else:
+                    reset = (await strategies[check.strategy].get_window_stats(item, identifier)).reset_time
+                return self.refused(check, identifier, reset, cost, now)
+        return None
+
+    async def reset(self) -> None:
+        await self.storage.reset()
+        self.memo.clear()
 
 
-# Errors that mean "the shared store cannot answer": the storage wraps the client's own (wrap_exceptions=True); the
-# others are belt and braces for anything raised outside the wrapped calls.
-_STORAGE_ERRORS: Final = (StorageError, OSError, asyncio.TimeoutError)
+# The whole decision for one request, in Redis (module docstring). Each kind of window follows the library's own script
+# for it (limits/resources/redis/lua_scripts/: acquire_moving_window.lua, acquire_sliding_window.lua, incr_expire.lua)
+# on the same keys, split into a check that writes no count and a record that runs only when every check admitted.
+_SCRIPT: Final = b"""
+-- ARGV[1]: the caller's time in microseconds (an integer); ARGV[2]: the cost;
+-- then three per limit: kind ('m' moving window, 's' sliding window counter, 'f' fixed window), amount, window
+-- in seconds. KEYS: one per 'm' and 'f' limit, two per 's' limit (the previous counter, then the current one).
+-- Returns 0 when every limit admits (the request is then counted in each), else {position of the first limit that
+-- refuses, what its reset time needs}: 'm' the entry whose expiry frees the units; 's' the previous count and TTL
+-- (ms), the current count and TTL (ms); 'f' nothing.
+local now = tonumber(ARGV[1]) / 1000000
+local cost = tonumber(ARGV[2])
+local limits = (#ARGV - 2) / 3
+local absent = {}
+local k = 1
+for i = 1, limits do
+  local kind, amount, expiry = ARGV[3 * i], tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  if cost > amount then
+    return {i}
+  end
+  if kind == 'm' then
+    local entry = redis.call('lindex', KEYS[k], amount - cost)
+    if entry and tonumber(entry) >= now - expiry then
+      return {i, entry}
+    end
+    k = k + 1
+  elseif kind == 's' then
+    local previous, current, window = KEYS[k], KEYS[k + 1], expiry * 1000
+    local current_ttl = tonumber(redis.call('pttl', current))
+    if current_ttl > 0 and current_ttl < window then
+      redis.call('rename', current, previous)
+      redis.call('set', current, 0, 'PX', current_ttl + window)
+    end
+    local previous_count = tonumber(redis.call('get', previous)) or 0
+    local previous_ttl = tonumber(redis.call('pttl', previous)) or 0
+    local current_count = tonumber(redis.call('get', current)) or 0
+    current_ttl = tonumber(redis.call('pttl', current)) or 0
+    absent[i] = current_ttl == -2
+    if previous_ttl < 0 then
+      previous_ttl = 0
+    end
+    if current_ttl < 0 then
+      current_ttl = 0
+    end
+    if math.floor(previous_count * previous_ttl / window) + current_count + cost > amount then
+      return {i, tostring(previous_count), tostring(previous_ttl), tostring(current_count), tostring(current_ttl)}
+    end
+    k = k + 2
+  else
+    if (tonumber(redis.call('get', KEYS[k])) or 0) + cost > amount then
+      return {i}
+    end
+    k = k + 1
+  end
+end
+k = 1
+for i = 1, limits do
+  local kind, amount, expiry = ARGV[3 * i], tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  if kind == 'm' then
+    if cost == 1 then
+      redis.call('lpush', KEYS[k], now)
+    else
+      local entries = {}
+      for j = 1, cost do
+        entries[j] = now
+      end
+      for j = 1, cost, 5000 do
+        redis.call('lpush', KEYS[k], unpack(entries, j, math.min(j + 4999, cost)))
+      end
+    end
+    redis.call('ltrim', KEYS[k], 0, amount - 1)
+    redis.call('expire', KEYS[k], expiry)
+    k = k + 1
+  elseif kind == 's' then
+    if absent[i] then
+      redis.call('set', KEYS[k + 1], cost, 'PX', expiry * 2000)
+    else
+      redis.call('incrby', KEYS[k + 1], cost)
+    end
+    k = k + 2
+  else
+    if redis.call('incrby', KEYS[k], cost) == cost then
+      redis.call('expire', KEYS[k], expiry)
+    end
+    k = k + 1
+  end
+end
+return 0
+"""
+_SCRIPT_SHA: Final = hashlib.sha1(_SCRIPT).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1 (EVALSHA)
+_EVALSHA: Final = bulk(b"EVALSHA") + bulk(_SCRIPT_SHA.encode())
+_EVAL: Final = bulk(b"EVAL") + bulk(_SCRIPT)
+_ONE: Final = bulk(b"1")
+_ENCODED_KEYS: Final = 10_000  # keys whose encoding is remembered (a few hundred bytes each with the dict entry)
 
 
-def _redis_storage_url(redis_url: str) -> str:
-    scheme = urlsplit(redis_url).scheme
-    if scheme in ("redis", "rediss"):
-        return "async+" + redis_url
-    if scheme in ("async+redis", "async+rediss"):
-        return redis_url
-    raise ValueError(f"redis_url must be a redis:// or rediss:// URL, not {scheme or 'a bare'}:// one")
+class _ScriptReplyError(RespError):
+    """The script answered something it never returns: treated as Redis failing (the probe then decides)."""
 
 
-def _location(redis_url: str) -> str:
-    """Host and port only: the URL may carry a password, which never reaches a log."""
-    parts = urlsplit(redis_url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{parts.hostname or '?'}:{port or 6379}"
+class _RedisBackend(_Backend):
+    """Redis, one script per request (module docstring), under `key_prefix`."""
+
+    def __init__(self, pool: RedisPool, key_prefix: str) -> None:
+        super().__init__()
+        self.pool = pool
+        self.prefix = key_prefix.encode() + b":"  # the library's RedisStorage joins its prefix and its keys with ":"
+        # A limit's key (the library's, without the prefix) -> its RESP bulk string(s), prefix included
+        self._encoded: dict[str, bytes] = {}
+
+    async def admit(self, targets: list[_Target], cost: int, now: float) -> Throttled | None:
+        if self.memo:
+            remembered = self.remembered(targets, now)
+            if remembered is not None:
+                return remembered
+        for check, _ in targets:
+            if cost > check.item.amount:
+                return _over_limit(check, cost, now)  # decided without a round trip
+        count, arguments = self.arguments(targets, cost, now)
+        reply = await self._run(count, arguments)
+        if reply == 0:
+            return None
+        if (
+            not isinstance(reply, list)
+            or not reply
+            or not isinstance(reply[0], int)
+            or not 0 < reply[0] <= len(targets)
+        ):
+            raise _ScriptReplyError("the rate limit script answered in an unexpected form")
+        check, identifier = targets[reply[0] - 1]
+        if cost > check.item.amount:
+            return _over_limit(check, cost, now)
+        try:
+            if check.strategy == "moving":
+                reset = float(_text(reply[1])) + check.item.get_expiry()
+            elif check.strategy == "sliding":
+                previous_count, previous_ttl, current_count, current_ttl = (float(_text(v)) for v in reply[1:5])
+                reset = _sliding_reset(
+                    check, int(previous_count), previous_ttl / 1000, int(current_count), current_ttl / 1000, now
+                )
+            else:
+                reset = _next_day(now)
+        except (IndexError, ValueError):
+            raise _ScriptReplyError("the rate limit script answered in an unexpected form") from None
+        return self.refused(check, identifier, reset, cost, now)
+
+    def arguments(self, targets: list[_Target], cost: int, now: float) -> tuple[int, bytes]:
+        """The script's arguments, RESP-encoded (numkeys, KEYS, ARGV), and their number.
+
+        Encoded here, in one join, from parts encoded once: each limit's arguments when its plan is compiled, each
+        key the first time it is met (then remembered, up to _ENCODED_KEYS of them). Packing Python values instead
+        (float and integer formatting, one bulk string at a time) cost more CPU than all the rest of `admit`.
+        """
+        encoded = self._encoded
+        parts: list[bytes] = [b""]  # the number of keys, known at the end
+        specs: list[bytes] = []
+        keys = 0
+        for check, identifier in targets:
+            key = check.key_head + identifier + check.key_tail
+            key_parts = encoded.get(key)
+            if key_parts is None:
+                key_parts = self._encode_keys(check, key)
+            parts.append(key_parts)
+            specs.append(check.spec)
+            keys += 2 if check.strategy == "sliding" else 1
+        parts[0] = b"$%d\r\n%d\r\n" % (len(str(keys)), keys)
+        # The time in microseconds, an integer: the script divides it (formatting a float costs a microsecond here).
+        now_text = b"%d" % int(now * 1_000_000)
+        parts.append(b"$%d\r\n%s\r\n" % (len(now_text), now_text))
+        parts.append(_ONE if cost == 1 else bulk(b"%d" % cost))
+        parts += specs
+        return 3 + keys + 3 * len(specs), b"".join(parts)
+
+    def _encode_keys(self, check: _Check, key: str) -> bytes:
+        encoded = self._encoded
+        if len(encoded) >= _ENCODED_KEYS:
+            encoded.clear()  # rare (a busy process meets this many users within its life), and cheap to refill
+        raw = key.encode()
+        if check.strategy == "sliding":
+            # RedisStorage's sliding window keys: "{key}/-1" for the previous window, "{key}" for the current.
+            current = self.prefix + b"{" + raw + b"}"
+            value = bulk(current + b"/-1") + bulk(current)
+        else:
+            value = bulk(self.prefix + raw)
+        encoded[key] = value
+        return value
+
+    async def _run(self, count: int, arguments: bytes) -> Reply:
+        try:
+            return await self.pool.execute_packed(b"*%d\r\n%s%s" % (count + 2, _EVALSHA, arguments))
+        except ServerError as error:
+            if error.code != "NOSCRIPT":
+                raise
+        # Redis restarted or its scripts were flushed: EVAL runs the script and caches it for the EVALSHAs after.
+        return await self.pool.execute_packed(b"*%d\r\n%s%s" % (count + 2, _EVAL, arguments))
+
+    async def reset(self) -> None:
+        """Deletes every key under the prefix (SCAN, not KEYS: Redis keeps serving others meanwhile)."""
+        pattern = re.sub(rb"([*?\[\]\\])", rb"\\\1", self.prefix) + b"*"  # the prefix matched literally
+        cursor: bytes | int = 0
+        while True:
+            reply = await self.pool.execute(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000)
+            if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[1], list):
+                raise _ScriptReplyError("SCAN answered in an unexpected form")
+            cursor = _text(reply[0])
+            found = [key for key in reply[1] if isinstance(key, bytes)]
+            if found:
+                await self.pool.execute(b"DEL", *found)
+            if cursor in (b"0", 0):
+                break
+        self.memo.clear()
+
+
+def _text(reply: Reply) -> bytes:
+    if not isinstance(reply, bytes):
+        raise ValueError("a bulk string was expected")
+    return reply
+
+
+# Errors that mean "the shared store cannot answer" (or answered with an error): every one of the client's, and
+# belt and braces for anything raised outside it.
+_STORAGE_ERRORS: Final = (RespError, OSError, asyncio.TimeoutError)
 
 
 class RateLimiter:
@@ -480,51 +778,32 @@ class RateLimiter:
         probe_interval: float = 1.0,
         connect_timeout: float = 2.0,
         timeout: float = 2.0,
-        max_connections: int = 32,
+        connections: int = 1,
     ) -> None:
         self._fail_closed = fail_closed
         self._probe_interval = probe_interval
         self._plans: dict[str, tuple[RateLimits, Quotas, _Plan]] = {}
         self._outage = False
         self._probe: asyncio.Task[None] | None = None
-        self._redis: RedisStorage | None = None
-        self._pool: Any = None  # redis-py's BlockingConnectionPool, when counting in Redis
-        self._fallback: _Backend | None = None
+        self._pool: RedisPool | None = None
+        self._fallback: _LocalBackend | None = None
         self._location = ""
+        self._closed = False
+        self._primary: _Backend
         if redis_url is None:
-            self._primary = _Backend(LocalStorage())
+            self._primary = _LocalBackend()
             return
-        # redis-py's client is the cheaper of the two the library drives (about 30% less CPU per call than coredis,
-        # measured here). A bounded pool that makes callers wait for a free connection: without a bound, a burst of
-        # N concurrent requests opens N connections at once (each a connect and a handshake), and on a busy machine
-        # the last of them take long enough to be taken for an outage. No retries: a request must not wait through a
-        # back-off; the probe does the waiting. The timeouts bound how long requests wait on a Redis that accepts
-        # but does not answer; they are generous because a false outage costs more than a slow request (replicas
-        # count alone, or every limited request gets 503, for at least a probe interval).
-        storage_url = _redis_storage_url(redis_url)  # refuses anything but redis:// and rediss:// first
-        from redis.asyncio import BlockingConnectionPool
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        self._pool = BlockingConnectionPool.from_url(
-            storage_url.removeprefix("async+"),
-            max_connections=max_connections,
-            timeout=timeout,  # waiting for a free connection
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        options: dict[str, Any] = {"connection_pool": self._pool}
-        self._redis = RedisStorage(
-            storage_url,
-            wrap_exceptions=True,
-            implementation="redispy",
-            key_prefix=key_prefix,
-            **options,
-        )
-        self._location = _location(redis_url)
-        self._primary = _Backend(self._redis)
-        self._fallback = _Backend(LocalStorage())
+        # One pipelined connection by default: every request of the process shares it, and the fewer the sockets
+        # the more requests share each write and read (measured: one connection costs the least CPU at every load
+        # of the bench). No retries: a request must not wait through a back-off, and a script that may have run
+        # must not run twice; the probe does the waiting. The timeouts bound how long requests wait on a Redis that
+        # accepts but does not answer; they are generous because a false outage costs more than a slow request
+        # (replicas count alone, or every limited request gets 503, for at least a probe interval).
+        address = parse_redis_url(redis_url)  # refuses anything but redis://, rediss:// and unix:// first
+        self._pool = RedisPool(address, connections=connections, connect_timeout=connect_timeout, timeout=timeout)
+        self._location = address.location
+        self._primary = _RedisBackend(self._pool, key_prefix)
+        self._fallback = _LocalBackend()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, key_prefix: str = "chamberlain") -> RateLimiter:
@@ -533,7 +812,7 @@ class RateLimiter:
     @property
     def shared(self) -> bool:
         """True when limits are counted in Redis (and Redis answers): replicas see each other's requests."""
-        return self._redis is not None and not self._outage
+        return self._pool is not None and not self._outage
 
     # -- the request path ------------------------------------------------------------------------------------------
 
@@ -549,7 +828,7 @@ class RateLimiter:
         """Counts one request (or `cost` of them) against the tenant's request limits and daily quota; None admits.
 
         A limit whose principal is None (no user, no client) does not apply. A tenant without limits or quota
-        returns at once, without touching any store.
+        returns at once, without touching any store. A refused request is counted in none of them.
         """
         plan = self._plan(tenant_id, config)
         if not plan.requests:
@@ -639,46 +918,60 @@ class RateLimiter:
         if self._outage:
             return
         self._outage = True
-        cause = error.storage_error if isinstance(error, StorageError) else error
-        logger.warning(
-            "Redis for rate limits at %s cannot be reached (%s): %s until it answers again",
-            self._location,
-            type(cause).__name__,
+        if self._closed:
+            return  # shutting down: the pool refuses every command, and no probe should outlive the app
+        consequence = (
             "requests with rate limits are refused (503)"
             if self._fail_closed
-            else "each process counts rate limits on its own",
+            else "each process counts rate limits on its own"
         )
+        if isinstance(error, ServerError):
+            # The server's own words may quote the script; its error code says enough.
+            logger.warning(
+                "Redis for rate limits at %s refused the rate limit script (%s): %s until it answers again",
+                self._location,
+                error.code,
+                consequence,
+            )
+        else:
+            # The client's messages name the location and the failure, never credentials.
+            reason = f"{type(error).__name__}: {error}" if isinstance(error, RespError) else type(error).__name__
+            logger.warning(
+                "Redis for rate limits at %s cannot be reached (%s): %s until it answers again",
+                self._location,
+                reason,
+                consequence,
+            )
         self._probe = asyncio.get_running_loop().create_task(self._probe_until_back(), name="rate-limit-redis-probe")
 
     async def _probe_until_back(self) -> None:
-        assert self._redis is not None
+        assert self._pool is not None
         while True:
             await asyncio.sleep(self._probe_interval)
-            # check() is a PING that returns False on any failure of the client; anything else keeps us probing.
+            # A PING through the same pool (its next connection, opened afresh when the last one failed); anything
+            # but PONG keeps us probing.
             with contextlib.suppress(Exception):
-                if await asyncio.wait_for(self._redis.check(), timeout=max(self._probe_interval, 1.0)):
+                pong = await asyncio.wait_for(self._pool.execute(b"PING"), timeout=max(self._probe_interval, 1.0))
+                if pong == b"PONG":
                     break
         self._outage = False
         # What this process counted alone is dropped: the next outage starts from nothing, not from stale counts.
-        self._fallback = _Backend(LocalStorage())
+        self._fallback = _LocalBackend()
         logger.warning("Redis for rate limits at %s answers again: limits are shared again", self._location)
 
     async def aclose(self) -> None:
         """Stops the probe and closes the Redis connections (the app's shutdown)."""
+        self._closed = True
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
             self._probe = None
         if self._pool is not None:
-            # The client was given this pool, so closing the client would leave it open: close the pool itself.
-            with contextlib.suppress(Exception):
-                await self._pool.disconnect()
+            await self._pool.aclose()
 
     async def reset(self) -> None:
         """Forgets every count and refusal (tests and `chamberlain` maintenance; not the request path)."""
-        await self._primary.storage.reset()
-        self._primary.memo.clear()
+        await self._primary.reset()
         if self._fallback is not None:
-            await self._fallback.storage.reset()
-            self._fallback.memo.clear()
+            await self._fallback.reset()
