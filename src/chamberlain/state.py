@@ -3,6 +3,11 @@
 Request handlers read immutable snapshots (key ring, server tables, tenant configs) and in-memory sets
 (revocations); a background task keeps those in step with the store, so changes made by the CLI, the admin API or
 another replica arrive within seconds. Per-tenant parts live in tenancy/tenant.py.
+
+The credential vault is built once here: its key-encryption key ring from `vault:` (by default derived from the
+master key, so a fresh install needs nothing new), and its backend: the envelope store in the database, or OpenBao
+(KV v2 for the secrets, transit as the key-encryption key) when `vault.openbao` is set; that connection is opened
+in `start` and its token revoked in `close`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ from chamberlain.store.tenants import TenantRepository, TenantRow
 from chamberlain.tenancy.config import TenantConfig
 from chamberlain.tenancy.effective import effective_config
 from chamberlain.tenancy.tenant import ProtectedResource, Tenant
+from chamberlain.vault.backend import SecretBackend
+from chamberlain.vault.envelope import EnvelopeBackend
+from chamberlain.vault.kek import KekRing, load_kek_ring
+from chamberlain.vault.openbao import OpenBaoBackend, OpenBaoConnection, TransitKek
+from chamberlain.vault.service import Vault
 
 logger = logging.getLogger(__name__)
 REFRESH_INTERVAL = 1.0
@@ -84,6 +94,13 @@ class AppState:
         self.session_binder = SessionBinder(self.master_key.derive("mcp-session"))
         self.tenant_store = TenantRepository(self.database)
         self.rate_limiter = RateLimiter.from_settings(settings)
+        # The envelope store's vault until start() (the only backend that needs no connection); OpenBao's replaces it
+        # there when configured, before any tenant (or request) can reach it.
+        self.vault_keks: KekRing = load_kek_ring(settings.vault, data_dir=settings.data_dir, master_key=self.master_key)
+        self.vault = Vault(
+            self.database, EnvelopeBackend(self.database, self.vault_keks), self.audit.log, settings.vault
+        )
+        self._openbao: OpenBaoConnection | None = None
         self._configured_servers = configured_servers(settings)
         self._tenants_version: tuple[tuple[str, float], ...] | None = None
         self._invalid_configs: set[tuple[str, str]] = set()
@@ -163,7 +180,17 @@ class AppState:
         for problem in check_servers(tenant.config.roles, tenant.resources):
             logger.warning("tenant %r: %s", tenant.id, problem)
 
+    async def _open_vault(self) -> None:
+        """With `vault.openbao`: the OpenBao backend replaces the envelope store before any tenant can reach it."""
+        if self.settings.vault.openbao is None:
+            return
+        storage = await open_vault_storage(self.settings, self.database, self.master_key)
+        self._openbao = storage.connection
+        self.vault_keks = storage.keks
+        self.vault = Vault(self.database, storage.backend, self.audit.log, self.settings.vault)
+
     async def start(self) -> None:
+        await self._open_vault()
         await self.refresh()
         await self.audit.start()
         await self.events.start()
@@ -176,6 +203,9 @@ class AppState:
                 await self._refresher
         for tenant in self.tenants.values():
             await tenant.upstreams.aclose()
+        if self._openbao is not None:
+            await self._openbao.close()  # revokes its token unless vault.openbao.revoke_token_on_close is false
+            self._openbao = None
         await self.events.aclose()
         await self.audit.aclose()
         await self.rate_limiter.aclose()
@@ -189,6 +219,37 @@ class AppState:
                 self.revocations.prune()
             except Exception:  # the store may blip; keep serving from the last snapshot and retry
                 logger.exception("could not refresh state from the store")
+
+
+@dataclass
+class VaultStorage:
+    """Where the vault keeps its values, as configured, and the key-encryption keys in use."""
+
+    backend: SecretBackend
+    keks: KekRing
+    connection: OpenBaoConnection | None = None  # OpenBao's: its token is renewed until `aclose`
+
+    async def aclose(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()  # revokes its token unless vault.openbao.revoke_token_on_close is false
+
+
+async def open_vault_storage(settings: Settings, database: Database, master_key: MasterKey) -> VaultStorage:
+    """The vault's backend as `vault:` configures it, for the gateway and for anything else that must read and write
+    the same place (the CLI): the envelope store in the database under the configured KEK ring (by default derived
+    from the master key), or with `vault.openbao` OpenBao's KV v2, its token checked and its lease kept alive, and
+    its transit key as the current KEK (the local KEKs kept for unwrapping what they wrapped)."""
+    keks = load_kek_ring(settings.vault, data_dir=settings.data_dir, master_key=master_key)
+    configured = settings.vault.openbao
+    if configured is None:
+        return VaultStorage(EnvelopeBackend(database, keks), keks)
+    connection = await OpenBaoConnection.open(configured)
+    try:
+        transit = await TransitKek.open(connection)
+    except BaseException:
+        await connection.close()
+        raise
+    return VaultStorage(OpenBaoBackend(connection), keks.with_current(transit), connection)
 
 
 def key_ring_version(rows: list[key_store.KeyRow]) -> tuple[tuple[str, float], ...]:
@@ -233,4 +294,4 @@ async def open_state(settings: Settings, builtin_upstream: Upstream, *, resolver
     return state
 
 
-__all__ = ["AppState", "NotInitialised", "ProtectedResource", "open_state"]
+__all__ = ["AppState", "NotInitialised", "ProtectedResource", "VaultStorage", "open_state", "open_vault_storage"]

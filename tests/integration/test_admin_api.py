@@ -538,6 +538,9 @@ async def test_servers_are_registered_without_ever_returning_their_secrets(
         "resource": None,
         "scope": None,
         "secret_set": True,
+        "vault": None,
+        "client_secret_vault": None,
+        "per_user": None,
     }
     assert shown["resource"] == server.resource(name)
     assert name in tenant(server).resources  # served at once

@@ -1,18 +1,24 @@
 """A stand-in for an upstream MCP server's own OAuth authorization server, on 127.0.0.1.
 
-It serves one token endpoint with two grants, done properly: client credentials (RFC 6749 §4.4) and token exchange
+It serves one token endpoint with three grants, done properly: client credentials (RFC 6749 §4.4), token exchange
 (RFC 8693 §2) for a subject token Chamberlain signed, checked against Chamberlain's JWKS (given directly, or fetched
-from the gateway's `/jwks.json` on every exchange). Clients authenticate with client_secret_basic (RFC 6749 §2.3.1).
-Tokens it issues are JWTs under its own key, readable with `verify`. Every request it served is kept in `served`,
-so tests can count fetches; `answer_with` replaces every answer (after the request is recorded) to play a broken
-server.
+from the gateway's `/jwks.json` on every exchange), and refresh tokens (RFC 6749 §6) for grants a test creates with
+`grant(subject)`: each use rotates the refresh token (OAuth 2.1 §4.3.1; `rotate_refresh_tokens`), a rotated one
+presented again revokes its grant (reuse detection, RFC 9700 §4.14.2), and `revoke` ends a grant as a user
+withdrawing consent would. Confidential clients authenticate with client_secret_basic (RFC 6749 §2.3.1); clients in
+`public_clients` send only their client_id (refresh grants only). Tokens it issues are JWTs under its own key,
+readable with `verify`. Every request it served is kept in `served`, so tests can count fetches; `answer_with`
+replaces every answer (after the request is recorded) to play a broken server; `delay` holds every answer back, so
+concurrent callers overlap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
+import secrets
 import threading
 import time
 import uuid
@@ -58,6 +64,19 @@ class CannedAnswer:
     headers: Mapping[str, str] | None = None
 
 
+@dataclass
+class RefreshGrant:
+    """One authorization a user (or the gateway) gave: its current refresh token and those it replaced."""
+
+    id: str
+    subject: str
+    client_id: str
+    scope: str | None
+    current: str
+    spent: set[str]
+    revoked: bool = False
+
+
 class OAuthFailure(Exception):
     def __init__(self, status: int, error: str, description: str) -> None:
         super().__init__(description)
@@ -83,6 +102,12 @@ class UpstreamAuthorizationServer:
         self.subject_jwks = subject_jwks  # a JWKS, or the URL to fetch it from
         self.expires_in = expires_in
         self.answer_with: CannedAnswer | None = None
+        self.delay = 0.0  # seconds every answer is held back
+        self.public_clients: set[str] = set()
+        self.rotate_refresh_tokens = True
+        self.grants: dict[str, RefreshGrant] = {}
+        self._by_refresh_token: dict[str, RefreshGrant] = {}
+        self._lock = threading.Lock()  # grants are created by tests on their own thread
         self.served: list[ServedRequest] = []
         self._key = ECKey.generate_key("P-256", parameters={"kid": "upstream-as"})
         self.app = Starlette(routes=[Route("/token", self._token, methods=["POST"])])
@@ -90,6 +115,21 @@ class UpstreamAuthorizationServer:
     def count(self, grant_type: str, *, succeeded: bool = True) -> int:
         """How many requests of this grant type it answered (successfully, by default)."""
         return sum(1 for r in self.served if r.grant_type == grant_type and (r.status == 200) == succeeded)
+
+    def grant(self, subject: str, *, client_id: str, scope: str | None = None) -> RefreshGrant:
+        """A new grant of `subject` to `client_id`, as if the user had consented: its first refresh token is
+        `grant.current`."""
+        with self._lock:
+            token = secrets.token_urlsafe(32)
+            grant = RefreshGrant(uuid.uuid4().hex, subject, client_id, scope, token, set())
+            self.grants[grant.id] = grant
+            self._by_refresh_token[token] = grant
+            return grant
+
+    def revoke(self, grant: RefreshGrant) -> None:
+        """The user withdrew consent (or the grant expired): its refresh tokens are refused with invalid_grant."""
+        with self._lock:
+            grant.revoked = True
 
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a token this server issued, after checking its signature."""
@@ -99,11 +139,13 @@ class UpstreamAuthorizationServer:
         form = {key: str(value) for key, value in (await request.form()).items()}
         client_id: str | None = None
         try:
-            client_id = self._authenticate(request.headers.get("authorization"))
+            client_id = self._authenticate(request.headers.get("authorization"), form)
             answer = await self._grant(form, client_id)
             status = 200
         except OAuthFailure as failure:
             answer, status = {"error": failure.error, "error_description": failure.description}, failure.status
+        if self.delay:
+            await asyncio.sleep(self.delay)
         canned = self.answer_with
         self.served.append(ServedRequest(form, client_id, status if canned is None else canned.status))
         if canned is not None:
@@ -114,8 +156,13 @@ class UpstreamAuthorizationServer:
             headers["www-authenticate"] = 'Basic realm="upstream"'
         return JSONResponse(answer, status, headers)
 
-    def _authenticate(self, authorization: str | None) -> str:
-        """RFC 6749 §2.3.1: base64 of the form-urlencoded id and secret joined by ':'."""
+    def _authenticate(self, authorization: str | None, form: Mapping[str, str]) -> str:
+        """RFC 6749 §2.3.1: base64 of the form-urlencoded id and secret joined by ':'. A public client (§2.1) sends
+        only its client_id, and only for a refresh grant (§6: confidential clients must authenticate)."""
+        if authorization is None and form.get("client_id") in self.public_clients:
+            if form.get("grant_type") != "refresh_token":
+                raise OAuthFailure(400, "unauthorized_client", "public clients may only refresh")
+            return form["client_id"]
         if not authorization or authorization[:6].lower() != "basic ":
             raise OAuthFailure(401, "invalid_client", "client authentication required")
         try:
@@ -136,7 +183,33 @@ class UpstreamAuthorizationServer:
             subject = await self._verified_subject_token(form)
             answer = self._issue(form, subject=subject["sub"], client_id=client_id, extra={"act": {"sub": client_id}})
             return {**answer, "issued_token_type": ACCESS_TOKEN_TYPE}  # RFC 8693 §2.2.1
+        if grant_type == "refresh_token":
+            return self._refresh(form, client_id)
         raise OAuthFailure(400, "unsupported_grant_type", "unsupported grant type")
+
+    def _refresh(self, form: dict[str, str], client_id: str) -> dict[str, Any]:
+        """RFC 6749 §6. invalid_grant for an unknown, revoked or spent token, or one issued to another client."""
+        presented = form.get("refresh_token", "")
+        with self._lock:
+            grant = self._by_refresh_token.get(presented)
+            if grant is None or grant.revoked or grant.client_id != client_id:
+                raise OAuthFailure(400, "invalid_grant", "the refresh token is invalid, expired or revoked")
+            if presented in grant.spent:
+                grant.revoked = True  # a replayed token: whoever holds the family loses it (RFC 9700 §4.14.2)
+                raise OAuthFailure(400, "invalid_grant", "the refresh token was already used")
+            requested = form.get("scope")
+            if requested and grant.scope and not set(requested.split()) <= set(grant.scope.split()):
+                raise OAuthFailure(400, "invalid_scope", "more scope than granted")  # RFC 6749 §6
+            scope = requested or grant.scope
+            answer = self._issue(
+                {**form, "scope": scope or ""}, subject=grant.subject, client_id=client_id, extra={"grant": grant.id}
+            )
+            if self.rotate_refresh_tokens:
+                grant.spent.add(presented)
+                grant.current = secrets.token_urlsafe(32)
+                self._by_refresh_token[grant.current] = grant
+                answer["refresh_token"] = grant.current
+            return answer
 
     async def _verified_subject_token(self, form: dict[str, str]) -> dict[str, Any]:
         """RFC 8693 §2.1: the subject token must be a JWT, signed by Chamberlain, for this endpoint, still valid."""

@@ -51,6 +51,13 @@ Password = Annotated[
 ]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+# gateway/server_config.py VaultReference: SOURCE/NAME of a vault secret in the server's own tenant (not a secret).
+VaultRef = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}/[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"),
+    Field(description="SOURCE/NAME of a vault secret of this tenant"),
+]
+WriteOnlySecret = Annotated[SecretStr, Field(min_length=1, max_length=8192, description="write-only")]
 
 
 # -- who is asking --------------------------------------------------------------------------------------------------
@@ -185,14 +192,17 @@ class ConsentPage(_Response):
 
 
 class CredentialOut(_Response):
-    type: Literal["none", "header", "client_credentials", "token_exchange"]
+    type: Literal["none", "header", "client_credentials", "token_exchange", "refresh_token"]
     header: str | None = None
     token_endpoint: str | None = None
     client_id: str | None = None
     audience: str | None = None
     resource: str | None = None
     scope: str | None = None
-    secret_set: bool = Field(description="whether a secret value is stored (it is never returned)")
+    vault: str | None = Field(None, description="the vault secret holding the header value or the refresh token")
+    client_secret_vault: str | None = Field(None, description="the vault secret holding the client secret")
+    per_user: bool | None = Field(None, description="refresh_token: each user's own grant (NAME.USER_ID)")
+    secret_set: bool = Field(description="whether a secret value is stored with the server (it is never returned)")
 
 
 class ServerOut(_Response):
@@ -219,17 +229,23 @@ class NoCredentialIn(_Request):
     type: Literal["none"]
 
 
+# Each secret is given inline (write-only, stored encrypted with the server) or named in the vault, not both: the
+# server configuration's own rules (gateway/server_config.py) decide, and their errors name the key.
+
+
 class HeaderCredentialIn(_Request):
     type: Literal["header"]
     header: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")] = "Authorization"
-    value: Annotated[SecretStr, Field(min_length=1, max_length=8192, description="write-only")]
+    value: WriteOnlySecret | None = None
+    vault: VaultRef | None = None
 
 
 class ClientCredentialsIn(_Request):
     type: Literal["client_credentials"]
     token_endpoint: Url
     client_id: ShortText
-    client_secret: Annotated[SecretStr, Field(min_length=1, max_length=8192, description="write-only")]
+    client_secret: WriteOnlySecret | None = None
+    client_secret_vault: VaultRef | None = None
     scope: ShortText | None = None
     resource: Url | None = None
 
@@ -238,14 +254,31 @@ class TokenExchangeIn(_Request):
     type: Literal["token_exchange"]
     token_endpoint: Url
     client_id: ShortText
-    client_secret: Annotated[SecretStr, Field(min_length=1, max_length=8192, description="write-only")]
+    client_secret: WriteOnlySecret | None = None
+    client_secret_vault: VaultRef | None = None
     audience: ShortText | None = None
     resource: Url | None = None
     scope: ShortText | None = None
 
 
+class RefreshTokenIn(_Request):
+    """Access tokens refreshed (RFC 6749 §6) from a refresh token in the vault: the gateway's own, or with
+    `per_user` each user's own (the secret NAME.USER_ID, bound to that user)."""
+
+    type: Literal["refresh_token"]
+    token_endpoint: Url
+    client_id: ShortText
+    client_secret: WriteOnlySecret | None = None
+    client_secret_vault: VaultRef | None = None
+    vault: VaultRef
+    scope: ShortText | None = None
+    resource: Url | None = None
+    per_user: bool = False
+
+
 CredentialIn = Annotated[
-    NoCredentialIn | HeaderCredentialIn | ClientCredentialsIn | TokenExchangeIn, Field(discriminator="type")
+    NoCredentialIn | HeaderCredentialIn | ClientCredentialsIn | TokenExchangeIn | RefreshTokenIn,
+    Field(discriminator="type"),
 ]
 
 

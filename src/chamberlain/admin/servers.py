@@ -200,7 +200,11 @@ def server_out(tenant: Tenant, server: Server) -> ServerOut:
         for name, value in credential.model_dump().items()
         if name in CredentialOut.model_fields and not isinstance(getattr(credential, name), SecretStr)
     }
-    secret_set = any(isinstance(getattr(credential, name), SecretStr) for name in type(credential).model_fields)
+    # An inline secret not given is an empty SecretStr (the credential names a vault secret instead).
+    secret_set = any(
+        isinstance(value, SecretStr) and bool(value.get_secret_value())
+        for value in (getattr(credential, name) for name in type(credential).model_fields)
+    )
     return ServerOut(
         name=server.name,
         resource=tenant.resource_url(server.name),

@@ -1,7 +1,8 @@
 """`chamberlain servers`: the upstream MCP servers Chamberlain protects, each reachable at /mcp/{name}.
 
 Secrets (a header's value, an OAuth client secret) are never taken as plain arguments, which would stay in the shell
-history and the process list: they come from an environment variable (`--secret-env`) or standard input.
+history and the process list: they come from an environment variable (`--secret-env`) or standard input, or are
+named in the vault (`--vault`, `--client-secret-vault`: SOURCE/NAME of a `chamberlain vault set` secret).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from chamberlain.store.servers import Server, ServerRepository, check_server_nam
 app = typer.Typer(help="Manage the upstream MCP servers (protected resources).", no_args_is_help=True)
 
 ENVIRONMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-OAUTH_CREDENTIAL_OPTIONS = ("--client-credentials", "--token-exchange")
+OAUTH_CREDENTIAL_OPTIONS = ("--client-credentials", "--token-exchange", "--refresh-token")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class CredentialChoice:
 
     option: str  # the option that chose it, for messages
     fields: dict[str, Any]
-    secret_field: str
+    secret_field: str | None  # None: no inline secret to read (it is in the vault, or a public client has none)
     secret_label: str  # what the prompt asks for
 
 
@@ -83,6 +84,36 @@ def add(
         str | None,
         typer.Option("--token-exchange", metavar="TOKEN_ENDPOINT", help="Exchange for per-user tokens (RFC 8693)."),
     ] = None,
+    refresh_token: Annotated[
+        str | None,
+        typer.Option(
+            "--refresh-token",
+            metavar="TOKEN_ENDPOINT",
+            help="Refresh access tokens from a refresh token in the vault (--vault; RFC 6749 §6). A client secret is "
+            "optional: --client-secret-vault, or inline with --secret-env; none: a public client.",
+        ),
+    ] = None,
+    vault: Annotated[
+        str | None,
+        typer.Option(
+            "--vault",
+            metavar="SOURCE/NAME",
+            help="The vault secret holding the header's value (--header-credential) or the refresh token.",
+        ),
+    ] = None,
+    client_secret_vault: Annotated[
+        str | None,
+        typer.Option(
+            "--client-secret-vault", metavar="SOURCE/NAME", help="The vault secret holding the client secret."
+        ),
+    ] = None,
+    per_user: Annotated[
+        bool,
+        typer.Option(
+            "--per-user",
+            help="--refresh-token: each user's own refresh token, the vault secret NAME.USER_ID bound to that user.",
+        ),
+    ] = False,
     client_id: Annotated[str | None, typer.Option("--client-id", help="OAuth client id at the upstream.")] = None,
     audience: Annotated[str | None, typer.Option("--audience", help="Token exchange audience.")] = None,
     resource: Annotated[str | None, typer.Option("--resource", help="RFC 8707 resource to ask tokens for.")] = None,
@@ -115,11 +146,19 @@ def add(
     if max_message_bytes is not None:
         fields["max_message_bytes"] = max_message_bytes
     credential = _credential(
-        header_credential, client_credentials, token_exchange, client_id, audience, resource, token_scope
+        _Chosen(header_credential, client_credentials, token_exchange, refresh_token),
+        _OAuth(client_id, audience, resource, token_scope),
+        _VaultRefs(vault, client_secret_vault, per_user),
+        inline_optional_secret=secret_env is not None,
     )
-    if credential is None:
+    if credential is None or credential.secret_field is None:
         if secret_env is not None:
-            fail("--secret-env applies only to --header-credential, --client-credentials and --token-exchange")
+            fail(
+                "--secret-env applies only to --header-credential, --client-credentials, --token-exchange and "
+                "--refresh-token, and not with --vault or --client-secret-vault"
+            )
+        if credential is not None:
+            fields["credential"] = credential.fields
     else:
         # Every other mistake is reported before anyone is asked to type a secret.
         fields["credential"] = {**credential.fields, credential.secret_field: "pending"}
@@ -262,53 +301,91 @@ def _environment(assignments: list[str], *, stdio: bool) -> dict[str, str]:
     return environment
 
 
+@dataclass(frozen=True)
+class _Chosen:
+    header: str | None
+    client_credentials: str | None
+    token_exchange: str | None
+    refresh_token: str | None
+
+
+@dataclass(frozen=True)
+class _OAuth:
+    client_id: str | None
+    audience: str | None
+    resource: str | None
+    token_scope: str | None
+
+
+@dataclass(frozen=True)
+class _VaultRefs:
+    vault: str | None
+    client_secret_vault: str | None
+    per_user: bool
+
+
 def _credential(
-    header: str | None,
-    client_credentials: str | None,
-    token_exchange: str | None,
-    client_id: str | None,
-    audience: str | None,
-    resource: str | None,
-    token_scope: str | None,
+    given: _Chosen, oauth: _OAuth, refs: _VaultRefs, *, inline_optional_secret: bool
 ) -> CredentialChoice | None:
+    """The credential the options describe. `inline_optional_secret`: --refresh-token reads an inline client secret
+    (it may have none: a public client) only when --secret-env names one."""
     chosen = [
         option
         for option, value in (
-            ("--header-credential", header),
-            ("--client-credentials", client_credentials),
-            ("--token-exchange", token_exchange),
+            ("--header-credential", given.header),
+            ("--client-credentials", given.client_credentials),
+            ("--token-exchange", given.token_exchange),
+            ("--refresh-token", given.refresh_token),
         )
         if value is not None
     ]
     if len(chosen) > 1:
         fail(f"give at most one credential, not {' and '.join(chosen)}")
     for option, value, applies in (
-        ("--client-id", client_id, OAUTH_CREDENTIAL_OPTIONS),
-        ("--resource", resource, OAUTH_CREDENTIAL_OPTIONS),
-        ("--token-scope", token_scope, OAUTH_CREDENTIAL_OPTIONS),
-        ("--audience", audience, ("--token-exchange",)),
+        ("--client-id", oauth.client_id, OAUTH_CREDENTIAL_OPTIONS),
+        ("--resource", oauth.resource, OAUTH_CREDENTIAL_OPTIONS),
+        ("--token-scope", oauth.token_scope, OAUTH_CREDENTIAL_OPTIONS),
+        ("--audience", oauth.audience, ("--token-exchange",)),
+        ("--vault", refs.vault, ("--header-credential", "--refresh-token")),
+        ("--client-secret-vault", refs.client_secret_vault, OAUTH_CREDENTIAL_OPTIONS),
+        ("--per-user", True if refs.per_user else None, ("--refresh-token",)),
     ):
         if value is not None and not set(chosen) & set(applies):
             fail(f"{option} applies only to {' and '.join(applies)}")
-    if header is not None:
-        return CredentialChoice(
-            "--header-credential", {"type": "header", "header": header}, "value", f"value of the {header} header"
-        )
-    endpoint = client_credentials or token_exchange
+    if given.header is not None:
+        fields: dict[str, Any] = {"type": "header", "header": given.header}
+        if refs.vault is not None:
+            return CredentialChoice("--header-credential", {**fields, "vault": refs.vault}, None, "")
+        return CredentialChoice("--header-credential", fields, "value", f"value of the {given.header} header")
+    endpoint = given.client_credentials or given.token_exchange or given.refresh_token
     if endpoint is None:
         return None
     option = chosen[0]
-    if client_id is None:
+    if oauth.client_id is None:
         fail(f"{option} needs --client-id")
-    fields: dict[str, Any] = {
-        "type": "client_credentials" if client_credentials is not None else "token_exchange",
+    kind = {
+        "--client-credentials": "client_credentials",
+        "--token-exchange": "token_exchange",
+        "--refresh-token": "refresh_token",
+    }[option]
+    fields = {
+        "type": kind,
         "token_endpoint": _http_url(option, endpoint),
-        "client_id": client_id,
-        "resource": resource,
-        "scope": token_scope,
+        "client_id": oauth.client_id,
+        "resource": oauth.resource,
+        "scope": oauth.token_scope,
     }
-    if audience is not None:
-        fields["audience"] = audience
+    if oauth.audience is not None:
+        fields["audience"] = oauth.audience
+    if kind == "refresh_token":
+        if refs.vault is None:
+            fail("--refresh-token needs --vault SOURCE/NAME: the vault secret holding the refresh token")
+        fields["vault"] = refs.vault
+        fields["per_user"] = refs.per_user
+    if refs.client_secret_vault is not None:
+        return CredentialChoice(option, {**fields, "client_secret_vault": refs.client_secret_vault}, None, "")
+    if kind == "refresh_token" and not inline_optional_secret:
+        return CredentialChoice(option, fields, None, "")  # a public client (RFC 6749 §2.1)
     return CredentialChoice(option, fields, "client_secret", "client secret")
 
 
@@ -336,6 +413,10 @@ def _server_config(fields: dict[str, Any], credential: CredentialChoice | None) 
         field = str(error["loc"][0]) if error["loc"] else "server"
         if field == "credential" and credential is not None:
             option = credential.option
+            # Name the option a model field came from, when it is not the credential's own.
+            for key, flag in (("vault", "--vault"), ("client_secret_vault", "--client-secret-vault")):
+                if key in {str(part) for part in error["loc"]}:
+                    option = flag
         else:
             option = {"scopes": "--scope", "server": "server"}.get(field, "--" + field.replace("_", "-"))
         fail(f"invalid {option}: {error['msg']}")
@@ -376,7 +457,8 @@ def _description(server: Server, settings: Settings) -> list[tuple[str, str]]:
     credential = config.credential
     for field_name in type(credential).model_fields:
         value = getattr(credential, field_name)
-        if value is not None:
-            label = "credential" if field_name == "type" else f"credential {field_name.replace('_', ' ')}"
-            rows.append((label, "set" if isinstance(value, SecretStr) else str(value)))
+        if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            continue  # not set (an inline secret not given is empty: the credential names a vault secret)
+        label = "credential" if field_name == "type" else f"credential {field_name.replace('_', ' ')}"
+        rows.append((label, "set" if isinstance(value, SecretStr) else str(value)))
     return rows

@@ -28,6 +28,7 @@ from chamberlain.gateway.protected_resource import authenticate, not_found
 from chamberlain.gateway.request_metadata import mismatch, requires_metadata
 from chamberlain.gateway.sse import event_data, message_event
 from chamberlain.gateway.upstream import Headers, UpstreamError, UpstreamRequest, UpstreamResponse
+from chamberlain.gateway.upstream_credentials import current_request_id
 from chamberlain.oauth.access_tokens import AccessTokenClaims
 from chamberlain.policy.roles import Kind
 from chamberlain.tenancy.routing import tenant_for_scope
@@ -254,11 +255,22 @@ class _Exchange:
 
     async def _round_trip(self, request: UpstreamRequest) -> None:
         upstream = self.app.upstreams.upstream(self.server)
+        # Vault reads for this request's upstream credential are recorded with its request id.
+        request_id = current_request_id.set(self.request_id)
         try:
             response = await upstream.send(request)
         except UpstreamError as failure:
+            # A refused or missing credential arrives here too: -32002 with "no usable credential for this upstream",
+            # or, for a revoked upstream grant, the re-consent message naming the source (upstream_credentials.py).
             await self._upstream_failed(failure, self.pending, started=False)
             return
+        except AuditUnavailable:
+            # The vault could not record the credential's read (fail-closed): nothing was sent, as for MCP requests.
+            first = self.pending[0] if self.pending else None
+            await self._refuse(503, first, jsonrpc.AUDIT_UNAVAILABLE, "the audit log is unavailable; nothing was sent")
+            return
+        finally:
+            current_request_id.reset(request_id)
         try:
             headers = self._response_headers(response)
             if response.events is None:

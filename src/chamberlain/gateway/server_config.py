@@ -1,11 +1,18 @@
 """How one upstream MCP server is reached: its transport, the credential the gateway presents, and its limits.
 
-The same model is read from the YAML config (`servers:`) and stored per server in the database (the CLI), so the
-two ways of registering a server cannot drift apart. Secret values are `SecretStr`: they never print.
+The same model is read from the YAML config (`servers:`) and stored per server in the database (the CLI, the admin
+API), so the ways of registering a server cannot drift apart. Secret values are `SecretStr`: they never print.
+
+A credential holds its secret inline (`value`, `client_secret`: stored encrypted under the master key with the
+server) or names a vault secret instead (`vault`, `client_secret_vault`: "SOURCE/NAME" in the server's own tenant),
+never both. A vault reference is not a secret: it is shown and recorded like any other setting. Inline secret fields
+stay typed `SecretStr` with "" meaning "not given", because the server store finds the fields to encrypt by that
+annotation (store/servers.py): an optional `SecretStr | None` would be written to the clear-text column.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -13,6 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from chamberlain.net.hosts import is_loopback_host
+from chamberlain.vault.backend import check_name
 
 DEFAULT_SCOPES = ("mcp:tools",)
 _FIELD_VALUE = re.compile(r"[\x20-\x7e\t]+")
@@ -36,7 +44,9 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a model-level check (an inline secret and a vault reference together) would otherwise
+    # put the whole input, secret values included, into the ValidationError's text.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 def _token_endpoint_url(url: str) -> str:
@@ -57,6 +67,44 @@ def _token_endpoint_url(url: str) -> str:
 
 
 TokenEndpointUrl = Annotated[str, AfterValidator(_token_endpoint_url)]
+NOT_GIVEN = SecretStr("")  # an inline secret that was not given (the credential names a vault secret instead)
+# A per-user secret's name: the configured name, a dot, then the user's id. User ids are UUIDs, inside the secret
+# name alphabet; any other id (from a future identity connector) is replaced by a digest so the name stays valid.
+# A suffix that is an id has at most 64 characters, a digest 66, so the two kinds never coincide.
+_USER_ID_IN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_PER_USER_NAME = 128 - 1 - 66  # a secret name's limit, the dot, and the longest suffix ("u-" + 64 hex digits)
+
+
+def _vault_reference(reference: str) -> str:
+    """A reference "SOURCE/NAME": a secret of the server's own tenant. No tenant part: a server can never name another
+    tenant's secret, whatever it writes."""
+    source, separator, name = reference.partition("/")
+    if not separator or "/" in name:
+        raise ValueError("a vault reference is SOURCE/NAME (the secret NAME of source SOURCE in this tenant)")
+    check_name(source, "vault source")
+    check_name(name, "vault secret name")
+    return reference
+
+
+VaultReference = Annotated[str, AfterValidator(_vault_reference)]
+
+
+def split_vault_reference(reference: str) -> tuple[str, str]:
+    """(source, name) of a reference the model validated."""
+    source, _, name = reference.partition("/")
+    return source, name
+
+
+def _given(secret: SecretStr) -> bool:
+    return bool(secret.get_secret_value())
+
+
+def _one_of(inline: SecretStr, reference: str | None, inline_key: str, reference_key: str, *, required: bool) -> None:
+    """An inline secret or a vault reference, not both (and one of them when `required`)."""
+    if _given(inline) and reference is not None:
+        raise ValueError(f"give '{inline_key}' or '{reference_key}', not both")
+    if required and not _given(inline) and reference is None:
+        raise ValueError(f"give '{inline_key}' (or '{inline_key}_env') or '{reference_key}' (a vault secret)")
 
 
 class NoCredential(_Model):
@@ -66,11 +114,13 @@ class NoCredential(_Model):
 
 
 class HeaderCredential(_Model):
-    """A static secret sent in one header: an API key, or `Authorization: Bearer …` for a fixed token."""
+    """A static secret sent in one header: an API key, or `Authorization: Bearer …` for a fixed token. The value is
+    inline (`value`) or a vault secret (`vault`), read from the vault and checked the same way when first used."""
 
     type: Literal["header"] = "header"
     header: str = Field("Authorization", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # RFC 9110 §5.1 token
-    value: SecretStr
+    value: SecretStr = NOT_GIVEN
+    vault: VaultReference | None = None
 
     @field_validator("header")
     @classmethod
@@ -86,9 +136,24 @@ class HeaderCredential(_Model):
     @classmethod
     def _printable(cls, value: SecretStr) -> SecretStr:
         # RFC 9110 §5.5: visible ASCII, spaces and tabs; a line break would smuggle in another header.
-        if not value.get_secret_value() or not _FIELD_VALUE.fullmatch(value.get_secret_value()):
+        if _given(value) and not is_field_value(value.get_secret_value()):
             raise ValueError("the header value must be non-empty printable ASCII (no line breaks)")
         return value
+
+    @model_validator(mode="after")
+    def _value_or_vault(self) -> HeaderCredential:
+        if not _given(self.value) and self.vault is None:
+            raise ValueError(
+                "the header value must be non-empty printable ASCII (no line breaks), or name a vault secret "
+                "with 'vault'"
+            )
+        _one_of(self.value, self.vault, "value", "vault", required=True)
+        return self
+
+
+def is_field_value(value: str) -> bool:
+    """RFC 9110 §5.5: a non-empty header field value of visible ASCII, spaces and tabs (no CR or LF)."""
+    return bool(_FIELD_VALUE.fullmatch(value))
 
 
 class ClientCredentialsCredential(_Model):
@@ -97,9 +162,15 @@ class ClientCredentialsCredential(_Model):
     type: Literal["client_credentials"] = "client_credentials"
     token_endpoint: TokenEndpointUrl
     client_id: str
-    client_secret: SecretStr
+    client_secret: SecretStr = NOT_GIVEN
+    client_secret_vault: VaultReference | None = None
     scope: str | None = None
     resource: str | None = None  # RFC 8707 resource indicator for the upstream
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ClientCredentialsCredential:
+        _one_of(self.client_secret, self.client_secret_vault, "client_secret", "client_secret_vault", required=True)
+        return self
 
 
 class TokenExchangeCredential(_Model):
@@ -111,14 +182,64 @@ class TokenExchangeCredential(_Model):
     type: Literal["token_exchange"] = "token_exchange"
     token_endpoint: TokenEndpointUrl
     client_id: str
-    client_secret: SecretStr
+    client_secret: SecretStr = NOT_GIVEN
+    client_secret_vault: VaultReference | None = None
     audience: str | None = None
     resource: str | None = None
     scope: str | None = None
 
+    @model_validator(mode="after")
+    def _one_secret(self) -> TokenExchangeCredential:
+        _one_of(self.client_secret, self.client_secret_vault, "client_secret", "client_secret_vault", required=True)
+        return self
+
+
+class RefreshTokenCredential(_Model):
+    """A long-lived refresh token kept in the vault, exchanged at the upstream's token endpoint for short-lived
+    access tokens (RFC 6749 §6), which are cached until shortly before they expire.
+
+    Shared (`per_user: false`): the gateway's own grant, the secret `vault` names. Per user (`per_user: true`): each
+    user's own grant to the source, so the source's document-level permissions apply to that user. The user's
+    refresh token is the secret `NAME.USER_ID` of the same source (see `per_user_secret_name`), stored as a
+    per-user credential bound to that user (`chamberlain vault set SOURCE NAME.USER_ID --user NAME --kind
+    refresh_token --bind SERVER`); it is used on that user's requests only.
+
+    The client authenticates with client_secret_basic when it has a secret (inline or in the vault); without one
+    it is a public client and sends only `client_id` (RFC 6749 §2.3.1, §3.2.1). A rotated refresh token in the
+    answer (RFC 6749 §6, OAuth 2.1 §4.3.1) is stored back as the secret's next version. An `invalid_grant` answer
+    (the grant was revoked or expired) marks the credential unhealthy: the user must consent again.
+    """
+
+    type: Literal["refresh_token"] = "refresh_token"
+    token_endpoint: TokenEndpointUrl
+    client_id: str
+    client_secret: SecretStr = NOT_GIVEN
+    client_secret_vault: VaultReference | None = None
+    vault: VaultReference
+    scope: str | None = None
+    resource: str | None = None  # RFC 8707 §2.2: a resource in the refresh request narrows the access token
+    per_user: bool = False
+
+    @model_validator(mode="after")
+    def _at_most_one_secret(self) -> RefreshTokenCredential:
+        _one_of(self.client_secret, self.client_secret_vault, "client_secret", "client_secret_vault", required=False)
+        if self.per_user and len(split_vault_reference(self.vault)[1]) > MAX_PER_USER_NAME:
+            raise ValueError(
+                f"with per_user the vault secret's name must be at most {MAX_PER_USER_NAME} characters: each "
+                "user's secret is named NAME.USER_ID"
+            )
+        return self
+
+
+def per_user_secret_name(name: str, user_id: str) -> str:
+    """The name of `user_id`'s own secret under a per-user credential's configured `name`. The vault record's
+    user binding is what enforces ownership; the name only keeps the users' secrets apart."""
+    suffix = user_id if _USER_ID_IN_NAME.fullmatch(user_id) else "u-" + hashlib.sha256(user_id.encode()).hexdigest()
+    return check_name(f"{name}.{suffix}", "per-user secret name")
+
 
 UpstreamCredentialConfig = Annotated[
-    NoCredential | HeaderCredential | ClientCredentialsCredential | TokenExchangeCredential,
+    NoCredential | HeaderCredential | ClientCredentialsCredential | TokenExchangeCredential | RefreshTokenCredential,
     Field(discriminator="type"),
 ]
 

@@ -2,9 +2,17 @@
 
 Token passthrough is forbidden (MCP authorization, "Access Token Privilege Restriction"; MCP security best
 practices, "Token Passthrough"): the client's token was issued for Chamberlain, not for the upstream. Instead the
-upstream gets nothing, a static header, a token the gateway obtains for itself (RFC 6749 §4.4), or a token
-exchanged for this user and this upstream (RFC 8693). Obtained tokens are cached until shortly before they expire,
-so the request path normally costs one dictionary lookup.
+upstream gets nothing, a static header, a token the gateway obtains for itself (RFC 6749 §4.4), a token exchanged
+for this user and this upstream (RFC 8693), or an access token refreshed from a refresh token kept in the vault
+(RFC 6749 §6), the gateway's own or the requesting user's. Obtained tokens are cached until shortly before they
+expire, so the request path normally costs one dictionary lookup.
+
+Secrets named by a vault reference are read through `Vault.use`, which checks the credential's tenant, its binding
+to this upstream, its user (per-user credentials) and its health, and records the read (or the refusal) with the
+requesting user and the request id before handing the value over. A vault header value is kept in memory for
+`VAULT_VALUE_TTL` seconds, so a change (rotation, unbinding, removal) reaches the request path within that time and
+the vault is not read, decrypted and audited on every request; long-lived secrets (client secrets, refresh tokens)
+are read only when a token is fetched.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote_plus, urlsplit
@@ -31,11 +40,17 @@ from chamberlain.gateway.server_config import (
     ClientCredentialsCredential,
     HeaderCredential,
     NoCredential,
+    RefreshTokenCredential,
     TokenExchangeCredential,
     UpstreamCredentialConfig,
+    is_field_value,
+    per_user_secret_name,
+    split_vault_reference,
 )
 from chamberlain.gateway.upstream import Headers, UpstreamError
 from chamberlain.oauth.access_tokens import AccessTokenClaims
+from chamberlain.vault.backend import SecretNotFound, SecretRef, VaultError
+from chamberlain.vault.service import GATEWAY, CredentialRefused, CredentialUnhealthy, Vault
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +66,46 @@ JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # RFC 8693 §3
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 SUBJECT_TOKEN_JWT_TYPE = "JWT"  # not at+jwt: it is no access token for Chamberlain (RFC 9068 §4)
 
+REFRESH_TOKEN_GRANT = "refresh_token"  # RFC 6749 §6
+INVALID_GRANT = "invalid_grant"  # RFC 6749 §5.2: the refresh token is invalid, expired or revoked
+VAULT_VALUE_TTL = 30.0  # seconds a header value read from the vault is reused before the vault is asked again
+VAULT_VALUE_GRACE = 30.0  # seconds more it is still sent while the vault cannot be reached (never after a refusal)
+
 UNAVAILABLE = "could not obtain a credential for the upstream"
+NO_USABLE_CREDENTIAL = "no usable credential for this upstream"
+_VSCHAR = re.compile(r"[\x20-\x7e]+")  # RFC 6749 Appendix A.17: refresh-token = 1*VSCHAR
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1: what may follow "Bearer "
 _ERROR_CODE = re.compile(r"[a-z0-9_]{1,64}")  # RFC 6749 §5.2 codes seen in practice; anything else is not logged
 
 
 # Called with the grant type before a stored secret is sent to a token endpoint; raises UpstreamError to stop it.
 CredentialUse = Callable[[str], Awaitable[None]]
+
+# The id of the client request being relayed (web/request_id.py), set by the proxy around the upstream round trip,
+# so every vault read is recorded with the request that caused it. A token fetch shared by concurrent requests
+# (single flight) carries the id of the request that started it.
+current_request_id: ContextVar[str | None] = ContextVar("chamberlain_upstream_request_id", default=None)
+
+
+class CredentialProblem(UpstreamError):
+    """The credential itself is refused (missing, not bound here, another user's, a revoked grant), as opposed to a
+    token endpoint or the vault being briefly unreachable: no cached token is sent in its place."""
+
+
+def reconsent_message(source: str, upstream: str) -> str:
+    """What the user reads when the upstream grant is gone: the source, never a value."""
+    return (
+        f"the authorization for '{source}' was revoked or has expired: re-consent needed (authorize '{source}' "
+        f"again, then retry '{upstream}')"
+    )
+
+
+def user_id_of(principal: AccessTokenClaims) -> str | None:
+    """The user a request acts for; None for a client acting for itself (a client-credentials token carries no
+    grant and has its client as subject)."""
+    if principal.grant_id is None and principal.subject == principal.client_id:
+        return None
+    return principal.subject
 
 
 class UpstreamCredentials(Protocol):
@@ -105,19 +153,97 @@ def credentials_for(
     clock: Callable[[], float] = time.monotonic,
     cache_size: int = EXCHANGE_CACHE_SIZE,
     on_use: CredentialUse | None = None,
+    vault: VaultAccess | None = None,
 ) -> UpstreamCredentials:
     """The credentials for one upstream. `http` is used as given and left open; without it one is made and closed
-    by `aclose`. `clock` (monotonic seconds) decides when cached tokens are renewed."""
+    by `aclose`. `clock` (monotonic seconds) decides when cached tokens are renewed. `vault` is how this upstream
+    reaches the vault; a credential naming a vault secret needs it. `on_use` records the use of an inline secret
+    (the vault records its own reads)."""
     if isinstance(config, NoCredential):
         return NoCredentials()
     if isinstance(config, HeaderCredential):
+        if config.vault is not None:
+            return VaultHeader(config.header, _needs(vault).ref(config.vault), _needs(vault), clock)
         return StaticHeader(config.header, config.value)
-    endpoint = TokenEndpoint(config.token_endpoint, config.client_id, config.client_secret, http, clock, on_use)
+    secret: SecretStr | ClientSecretSource | None = None
+    if config.client_secret_vault is not None:
+        secret = _needs(vault).client_secret(_needs(vault).ref(config.client_secret_vault))
+    elif config.client_secret.get_secret_value():
+        secret = config.client_secret
+    endpoint = TokenEndpoint(config.token_endpoint, config.client_id, secret, http, clock, on_use)
     if isinstance(config, ClientCredentialsCredential):
         return ClientCredentials(config, endpoint, clock)
     if isinstance(config, TokenExchangeCredential):
         return TokenExchange(config, endpoint, subject_tokens, clock, cache_size)
+    if isinstance(config, RefreshTokenCredential):
+        return RefreshTokens(config, endpoint, _needs(vault), clock, cache_size)
     raise TypeError(f"unknown credential type {type(config).__name__}")
+
+
+def _needs(vault: VaultAccess | None) -> VaultAccess:
+    if vault is None:
+        raise ValueError("this credential names a vault secret, but no vault was given")
+    return vault
+
+
+ClientSecretSource = Callable[[AccessTokenClaims], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class VaultAccess:
+    """The vault as one upstream of one tenant reaches it: references resolve in the tenant's own namespace only,
+    and every read goes through `Vault.use` with this upstream, the requesting user and the request id. Vault
+    failures become UpstreamErrors the client may see (they name the source, never a value)."""
+
+    vault: Vault
+    tenant: str
+    upstream: str
+
+    def ref(self, reference: str, name: str | None = None) -> SecretRef:
+        """The secret a "SOURCE/NAME" reference names in this tenant (`name` replaces NAME: a per-user name)."""
+        source, configured = split_vault_reference(reference)
+        return SecretRef(self.tenant, source, name if name is not None else configured)
+
+    async def read(self, ref: SecretRef, principal: AccessTokenClaims, *, shared: bool, purpose: str) -> bytes:
+        """The value for this request. `shared`: the credential is the gateway's own, whoever asks; a per-user
+        credential found there is refused (its value would otherwise be cached and sent on other users' requests),
+        and the vault records the refusal."""
+        vault, user, request_id = self.vault, user_id_of(principal), current_request_id.get()
+        try:
+            if shared:
+                record = await vault.record(ref)
+                if record is not None and record.user_id is not None:
+                    logger.warning(
+                        "upstream %s: the vault credential %s is per-user but configured as shared: refused",
+                        self.upstream,
+                        ref,
+                    )
+                    user = None  # use() refuses it and records the refusal
+            return await vault.use(
+                self.tenant, self.upstream, user, request_id, ref, client_id=principal.client_id, purpose=purpose
+            )
+        except CredentialUnhealthy:
+            raise CredentialProblem("reauthorize", reconsent_message(ref.source, self.upstream)) from None
+        except (SecretNotFound, CredentialRefused) as refused:
+            # Vault messages name the reference, never the value; the client learns only that none is usable.
+            logger.info("upstream %s: %s", self.upstream, refused)
+            raise CredentialProblem("credential", NO_USABLE_CREDENTIAL) from None
+        except VaultError as problem:
+            logger.warning("upstream %s: the vault cannot give %s: %s", self.upstream, ref, problem)
+            raise UpstreamError("unavailable", UNAVAILABLE) from None
+
+    def client_secret(self, ref: SecretRef) -> ClientSecretSource:
+        """Reads an OAuth client secret when a token is requested (not before: it is used only then)."""
+
+        async def read(principal: AccessTokenClaims) -> str:
+            value = await self.read(ref, principal, shared=True, purpose="client authentication (RFC 6749 §2.3.1)")
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                logger.warning("upstream %s: the vault secret %s is not a UTF-8 client secret", self.upstream, ref)
+                raise CredentialProblem("credential", NO_USABLE_CREDENTIAL) from None
+
+        return read
 
 
 class NoCredentials:
@@ -141,6 +267,40 @@ class StaticHeader:
         return None
 
 
+class VaultHeader:
+    """A header whose value is a vault secret: read through `Vault.use` (checked and recorded), then reused for
+    `VAULT_VALUE_TTL` seconds by every request, one read at a time however many requests wait (single flight).
+    The credential is the gateway's own: a per-user one configured here is refused."""
+
+    def __init__(
+        self, name: str, ref: SecretRef, access: VaultAccess, clock: Callable[[], float], ttl: float = VAULT_VALUE_TTL
+    ) -> None:
+        self._name = name.lower().encode("ascii")
+        self._ref = ref
+        self._access = access
+        self._clock = clock
+        self._ttl = ttl
+        self._cache = TokenCache(clock, size=1)
+
+    async def headers(self, principal: AccessTokenClaims) -> Headers:
+        return [await self._cache.header(None, functools.partial(self._read, principal))]
+
+    async def aclose(self) -> None:
+        await self._cache.aclose()
+
+    async def _read(self, principal: AccessTokenClaims) -> ObtainedToken:
+        started = self._clock()
+        value = await self._access.read(self._ref, principal, shared=True, purpose="upstream request header")
+        text = value.decode("ascii", "replace")
+        if not is_field_value(text):  # RFC 9110 §5.5, as for an inline value: no line break smuggles in a header
+            logger.warning(
+                "upstream %s: the vault secret %s is not a valid header value", self._access.upstream, self._ref
+            )
+            raise CredentialProblem("credential", NO_USABLE_CREDENTIAL)
+        renew_at = started + self._ttl
+        return ObtainedToken((self._name, value), renew_at, renew_at + VAULT_VALUE_GRACE)
+
+
 @dataclass(frozen=True)
 class ObtainedToken:
     header: tuple[bytes, bytes]  # (b"authorization", b"Bearer …"), ready to send
@@ -148,8 +308,25 @@ class ObtainedToken:
     expires_at: float  # clock time after which this one is never sent
 
 
+class TokenRequestRefused(UpstreamError):
+    """The token endpoint answered with an OAuth error (RFC 6749 §5.2); `error` is its code when it is a plain
+    one, else "unknown"."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__("unavailable", UNAVAILABLE)
+        self.error = error
+
+
+def _basic(client_id: str, client_secret: str) -> str:
+    # RFC 6749 §2.3.1: id and secret are form-urlencoded (Appendix B) before they are joined and base64-encoded.
+    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
 class TokenEndpoint:
-    """One upstream token endpoint, the gateway authenticated with client_secret_basic.
+    """One upstream token endpoint. The gateway authenticates with client_secret_basic, the secret inline (encoded
+    once) or read from the vault for each token request; without a secret it is a public client and names itself
+    with `client_id` in the form (RFC 6749 §3.2.1).
 
     Every failure becomes the same UpstreamError; the log says what went wrong without the secret or the server's
     raw answer (either may hold credentials).
@@ -159,31 +336,48 @@ class TokenEndpoint:
         self,
         url: str,
         client_id: str,
-        client_secret: SecretStr,
+        client_secret: SecretStr | ClientSecretSource | None,
         http: httpx.AsyncClient | None,
         clock: Callable[[], float],
         on_use: CredentialUse | None = None,
     ) -> None:
         self.url = url
-        self._on_use = on_use
+        self._client_id = client_id
         parts = urlsplit(url)
         # What the log names: no user info or query string, where an admin might have put a secret.
         self._log_name = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
         self._clock = clock
         self._owns_http = http is None
         self._http = http if http is not None else httpx.AsyncClient(timeout=TOKEN_ENDPOINT_TIMEOUT)
-        # RFC 6749 §2.3.1: id and secret are form-urlencoded (Appendix B) before they are joined and base64-encoded.
-        pair = f"{quote_plus(client_id)}:{quote_plus(client_secret.get_secret_value())}"
-        self._authorization = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        self._authorization: str | None = None
+        self._secret_source: ClientSecretSource | None = None
+        self._on_use: CredentialUse | None = None
+        if isinstance(client_secret, SecretStr):
+            self._authorization = _basic(client_id, client_secret.get_secret_value())
+            self._on_use = on_use  # an inline secret's use is recorded here; the vault records its own reads
+        elif client_secret is not None:
+            self._secret_source = client_secret
 
-    async def request(self, form: dict[str, str]) -> tuple[dict[str, Any], float]:
-        """Posts one token request; returns the successful JSON answer and the clock time the request started."""
+    async def request(
+        self, form: dict[str, str], principal: AccessTokenClaims | None = None
+    ) -> tuple[dict[str, Any], float]:
+        """Posts one token request for `principal`'s request; returns the successful JSON answer and the clock time
+        the request started. An OAuth error answer raises TokenRequestRefused."""
         started = self._clock()
+        headers = {"accept": "application/json"}
         if self._on_use is not None:
             # Using the stored secret is a credential read: recorded (durably, by default) before it happens.
             await self._on_use(form["grant_type"])
+        if self._authorization is not None:
+            headers["authorization"] = self._authorization
+        elif self._secret_source is not None:
+            if principal is None:
+                raise ValueError("a client secret in the vault is read for a request's principal")
+            headers["authorization"] = _basic(self._client_id, await self._secret_source(principal))
+        else:
+            form = {**form, "client_id": self._client_id}
         try:
-            status, body = await self._post(form)
+            status, body = await self._post(form, headers)
         except httpx.HTTPError as exc:
             raise self.failure(f"request failed ({type(exc).__name__})") from None
         try:
@@ -193,7 +387,8 @@ class TokenEndpoint:
         if status != 200:
             error = answer.get("error") if isinstance(answer, dict) else None
             code = error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else "unknown"
-            raise self.failure(f"refused with HTTP {status}, error {code}")  # RFC 6749 §5.2
+            logger.warning("upstream token endpoint %s: refused with HTTP %d, error %s", self._log_name, status, code)
+            raise TokenRequestRefused(code)  # RFC 6749 §5.2
         if not isinstance(answer, dict):
             raise self.failure("answered with something that is not a JSON object")
         return answer, started
@@ -206,12 +401,12 @@ class TokenEndpoint:
         if self._owns_http:
             await self._http.aclose()
 
-    async def _post(self, form: dict[str, str]) -> tuple[int, bytes]:
+    async def _post(self, form: dict[str, str], headers: dict[str, str]) -> tuple[int, bytes]:
         async with self._http.stream(
             "POST",
             self.url,
             data=form,
-            headers={"authorization": self._authorization, "accept": "application/json"},
+            headers=headers,
             timeout=TOKEN_ENDPOINT_TIMEOUT,
             follow_redirects=False,  # RFC 6749 §3.2 names one endpoint; the credentials go nowhere else
         ) as response:
@@ -247,7 +442,8 @@ class TokenCache:
 
     One fetch per key at a time: concurrent callers wait for the same fetch, and a caller that gives up (its client
     went away) does not cancel it for the others. A failed fetch is not cached: the next caller tries again; while
-    the previous token has not expired yet, it is still sent (the token endpoint may be down for a moment).
+    the previous token has not expired yet, it is still sent (the token endpoint may be down for a moment), unless
+    the credential itself was refused (CredentialProblem).
     """
 
     def __init__(self, clock: Callable[[], float], size: int) -> None:
@@ -268,6 +464,8 @@ class TokenCache:
             flight.add_done_callback(functools.partial(self._landed, key))
         try:
             return (await asyncio.shield(flight)).header
+        except CredentialProblem:
+            raise  # refused or revoked: the old token must not stand in for it
         except UpstreamError:
             if token is not None and self._clock() < token.expires_at:
                 return token.header
@@ -310,14 +508,14 @@ class ClientCredentials:
         self._cache = TokenCache(clock, size=1)
 
     async def headers(self, principal: AccessTokenClaims) -> Headers:
-        return [await self._cache.header(None, self._fetch)]
+        return [await self._cache.header(None, functools.partial(self._fetch, principal))]
 
     async def aclose(self) -> None:
         await self._cache.aclose()
         await self._endpoint.aclose()
 
-    async def _fetch(self) -> ObtainedToken:
-        answer, started = await self._endpoint.request(self._form)
+    async def _fetch(self, principal: AccessTokenClaims) -> ObtainedToken:
+        answer, started = await self._endpoint.request(self._form, principal)
         return bearer_token(answer, started, self._endpoint)
 
 
@@ -360,8 +558,138 @@ class TokenExchange:
 
     async def _exchange(self, principal: AccessTokenClaims) -> ObtainedToken:
         subject_token = self._subject_tokens.mint(principal, audience=self._endpoint.url)
-        answer, started = await self._endpoint.request({**self._form, "subject_token": subject_token})
+        answer, started = await self._endpoint.request({**self._form, "subject_token": subject_token}, principal)
         # RFC 8693 §2.2.1: issued_token_type is required; only an access token (or a JWT used as one) can be sent.
         if answer.get("issued_token_type") not in (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE):
             raise self._endpoint.failure("issued a token that is not an access token")
         return bearer_token(answer, started, self._endpoint)
+
+
+class RefreshTokens:
+    """RFC 6749 §6: access tokens refreshed from a refresh token kept in the vault, each cached until shortly before
+    it expires; one refresh per credential at a time however many requests wait (TokenCache's single flight).
+
+    Shared: one refresh token (the gateway's own grant) for every request. Per user: the requesting user's own
+    refresh token, the secret `per_user_secret_name(NAME, user id)` of the source, which `Vault.use` hands over only
+    on that user's requests; a request without a user, or of a user without one, gets no credential.
+
+    A rotated refresh token in the answer is stored back as the secret's next version at once (the old one is spent
+    at the upstream). `invalid_grant` means the grant is revoked or expired: unless the vault meanwhile holds a newer
+    refresh token (another replica rotated it, and it is tried once), the credential is marked unhealthy, so every
+    later request is refused with the re-consent message until a new refresh token is stored.
+    """
+
+    def __init__(
+        self,
+        config: RefreshTokenCredential,
+        endpoint: TokenEndpoint,
+        access: VaultAccess,
+        clock: Callable[[], float],
+        cache_size: int,
+    ) -> None:
+        self._endpoint = endpoint
+        self._access = access
+        self._reference = config.vault
+        self._per_user = config.per_user
+        self._form = {"grant_type": REFRESH_TOKEN_GRANT}
+        if config.scope is not None:
+            self._form["scope"] = config.scope  # RFC 6749 §6: at most the scope originally granted
+        if config.resource is not None:
+            self._form["resource"] = config.resource  # RFC 8707 §2.2
+        self._cache = TokenCache(clock, size=cache_size if config.per_user else 1)
+
+    def secret_for(self, principal: AccessTokenClaims) -> SecretRef | None:
+        """The refresh token used on `principal`'s requests; None when a per-user credential has no user here."""
+        if not self._per_user:
+            return self._access.ref(self._reference)
+        user = user_id_of(principal)
+        if user is None:
+            return None
+        _, name = split_vault_reference(self._reference)
+        return self._access.ref(self._reference, per_user_secret_name(name, user))
+
+    async def headers(self, principal: AccessTokenClaims) -> Headers:
+        ref = self.secret_for(principal)
+        if ref is None:
+            logger.info("upstream %s: a per-user credential, and the request acts for no user", self._access.upstream)
+            raise CredentialProblem("credential", NO_USABLE_CREDENTIAL)
+        return [await self._cache.header(ref, functools.partial(self._refresh, principal, ref))]
+
+    async def aclose(self) -> None:
+        await self._cache.aclose()
+        await self._endpoint.aclose()
+
+    async def _refresh(self, principal: AccessTokenClaims, ref: SecretRef) -> ObtainedToken:
+        sent: str | None = None
+        for _ in range(2):
+            refresh_token = await self._read(principal, ref)
+            if refresh_token == sent:
+                break  # nobody stored a newer one: the grant itself is refused
+            sent = refresh_token
+            try:
+                answer, started = await self._endpoint.request(
+                    {**self._form, "refresh_token": refresh_token}, principal
+                )
+            except TokenRequestRefused as refused:
+                if refused.error != INVALID_GRANT:
+                    raise
+                continue
+            token = bearer_token(answer, started, self._endpoint)
+            await self._store_rotated(ref, sent, answer.get("refresh_token"))
+            return token
+        # RFC 6749 §5.2 invalid_grant: revoked, expired, or issued to another client. Only the owner can mend it.
+        upstream = self._access.upstream
+        logger.warning("upstream %s: the grant of %s was refused (invalid_grant): marked unhealthy", upstream, ref)
+        try:
+            await self._access.vault.mark_unhealthy(
+                ref, f"the upstream refused the grant (invalid_grant) for {upstream}: re-consent needed"
+            )
+        except VaultError as problem:
+            logger.error("upstream %s: could not mark %s unhealthy: %s", upstream, ref, problem)
+        raise CredentialProblem("reauthorize", reconsent_message(ref.source, upstream))
+
+    async def _read(self, principal: AccessTokenClaims, ref: SecretRef) -> str:
+        value = await self._access.read(
+            ref, principal, shared=not self._per_user, purpose="refresh token grant (RFC 6749 §6)"
+        )
+        text = value.decode("ascii", "replace")
+        if not _VSCHAR.fullmatch(text):
+            logger.warning("upstream %s: the vault secret %s is not a refresh token", self._access.upstream, ref)
+            raise CredentialProblem("credential", NO_USABLE_CREDENTIAL)
+        return text
+
+    async def _store_rotated(self, ref: SecretRef, sent: str, rotated: object) -> None:
+        """RFC 6749 §6 / OAuth 2.1 §4.3.1: a new refresh token replaces the one sent, which the upstream may now
+        refuse; it becomes the secret's next version (the older ones stay until purged)."""
+        if rotated is None or rotated == sent:
+            return
+        upstream = self._access.upstream
+        if not isinstance(rotated, str) or not _VSCHAR.fullmatch(rotated):
+            logger.warning("upstream %s: the token endpoint answered with an unusable refresh_token", upstream)
+            return
+        vault = self._access.vault
+        try:
+            version = await vault.replace_value(ref, rotated.encode("ascii"))
+        except VaultError as problem:
+            # The access token in hand still works; the next refresh may meet invalid_grant and ask for re-consent.
+            logger.error("upstream %s: could not store the rotated refresh token of %s: %s", upstream, ref, problem)
+            await vault.record_rotation(
+                ref,
+                actor=GATEWAY,
+                outcome="error",
+                details={"upstream": upstream, "by": "the upstream's token endpoint (RFC 6749 §6)"},
+                reason=type(problem).__name__,
+                before_the_change=False,
+            )
+            return
+        await vault.record_rotation(
+            ref,
+            actor=GATEWAY,
+            outcome="success",
+            details={
+                "upstream": upstream,
+                "by": "the upstream's token endpoint (RFC 6749 §6)",
+                "version": version.version,
+            },
+            before_the_change=False,  # done at the upstream already: queued, never a reason to fail the request
+        )

@@ -15,7 +15,7 @@ from chamberlain.crypto.master_key import MasterKey
 from chamberlain.crypto.signing_keys import KeyRing
 from chamberlain.gateway.events import EventBus
 from chamberlain.gateway.sessions import SessionBinder
-from chamberlain.gateway.upstream_credentials import SubjectTokenMinter, credentials_for
+from chamberlain.gateway.upstream_credentials import SubjectTokenMinter, VaultAccess, credentials_for
 from chamberlain.gateway.upstreams import UpstreamRegistry
 from chamberlain.identity.password_change import PasswordChangeTickets
 from chamberlain.oauth.access_tokens import AccessTokenIssuer, AccessTokenVerifier
@@ -34,6 +34,7 @@ from chamberlain.store.grants import GrantRepository
 from chamberlain.store.servers import Server, ServerRepository
 from chamberlain.store.users import UserRepository
 from chamberlain.tenancy.config import TenantConfig
+from chamberlain.vault.service import Vault
 from chamberlain.web.cookies import CookiePolicy
 from chamberlain.web.csrf import CsrfProtection
 
@@ -85,12 +86,14 @@ class Tenant:
         self.token_verifier = AccessTokenVerifier(self.issuer, shared.current_keys, shared.revocations)
         subject_tokens = SubjectTokenMinter(self.issuer, shared.current_keys)
         audit = shared.audit
+        # Vault references of this tenant's servers resolve in this tenant's namespace only, for the named server.
         self.upstreams = UpstreamRegistry(
             shared.builtin_upstream,
             lambda name, server_config: credentials_for(
                 server_config.credential,
                 subject_tokens=subject_tokens,
                 on_use=audit.credential_use(tenant_id, name),
+                vault=VaultAccess(shared.vault, tenant_id, name),
             ),
         )
         self.resources: dict[str, ProtectedResource] = {}
@@ -175,6 +178,11 @@ class Tenant:
     @property
     def rate_limiter(self) -> RateLimiter:
         return self.shared.rate_limiter
+
+    @property
+    def vault(self) -> Vault:
+        """The credential vault (every tenant's; `Vault.use` keeps each to its own namespace)."""
+        return self.shared.vault
 
     @property
     def audit(self) -> AuditService:

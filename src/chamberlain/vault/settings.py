@@ -5,6 +5,9 @@ The default KEK is derived from the master key (HKDF, label "vault-kek"), so a f
 keep the KEK apart from the master key, point `vault.kek` at a file, an environment variable or the OS keyring.
 KEK rotation: add the new source as `kek`, move the old one to `previous_keks` (still unwrapping), then run
 `chamberlain vault rotate-kek`, which rewraps every data key under the new KEK; then drop the old one.
+
+`vault.openbao` moves the secrets to OpenBao (or HashiCorp Vault): KV version 2 holds them and the transit key
+becomes the key-encryption key (vault/openbao.py); unset, they stay envelope-encrypted in the database.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from chamberlain.vault.openbao import OpenBaoSettings
 
 DAY = 86_400.0
 DEFAULT_KEK_VARIABLE = "CHAMBERLAIN_VAULT_KEK"
@@ -94,6 +99,8 @@ class VaultSettings(_Model):
     # Days a credential of each kind may live (null: no limit); a credential's own --max-age wins.
     max_age_days: dict[CredentialKind, int | None] = Field(default_factory=lambda: dict(DEFAULT_MAX_AGE_DAYS))
     rewrap_batch_size: int = Field(500, ge=1, le=100_000, description="data keys rewrapped per transaction")
+    # Where OpenBao is and how the gateway authenticates (its token from the environment or a file, never here).
+    openbao: OpenBaoSettings | None = None
 
     @field_validator("max_age_days")
     @classmethod
