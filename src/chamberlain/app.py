@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -15,6 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chamberlain.admin.api import create_admin_api
+from chamberlain.admin.problems import problem_response
 from chamberlain.demo.server import DemoHandler
 from chamberlain.gateway.asgi_upstream import AsgiUpstream
 from chamberlain.gateway.protected_resource import METADATA_PREFIX, protected_resource_metadata
@@ -31,6 +33,7 @@ from chamberlain.web.request_id import RequestIdMiddleware
 logger = logging.getLogger(__name__)
 TENANT_PATH = TENANT_PATH_PREFIX + "{tenant}"
 ADMIN_API_PATH = "/admin/api"  # a tenant's admin API is its issuer + this (Tenant.admin_resource)
+_ADMIN_API = re.compile(rf"(?:{re.escape(TENANT_PATH_PREFIX)}[^/]*)?{ADMIN_API_PATH}(?:/|$)", re.DOTALL)
 
 
 def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starlette:
@@ -109,6 +112,10 @@ async def _healthz(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else "error"
+    if _ADMIN_API.match(request.scope["path"]):
+        # A path under an admin API that its mount did not take (Starlette's path patterns stop at a newline, and
+        # a crafted id may hold one): still the admin API's error format, RFC 9457.
+        return problem_response(status, "there is no such resource here" if status == 404 else None)
     return JSONResponse({"error": "http_error", "error_description": detail}, status_code=status)
 
 

@@ -43,11 +43,11 @@ from chamberlain.store.tenants import TenantRepository, TenantRow
 from chamberlain.tenancy.config import TenantConfig
 from chamberlain.tenancy.effective import effective_config
 from chamberlain.tenancy.tenant import ProtectedResource, Tenant
-from chamberlain.vault.backend import SecretBackend
 from chamberlain.vault.envelope import EnvelopeBackend
 from chamberlain.vault.kek import KekRing, load_kek_ring
-from chamberlain.vault.openbao import OpenBaoBackend, OpenBaoConnection, TransitKek
+from chamberlain.vault.openbao import OpenBaoConnection
 from chamberlain.vault.service import Vault
+from chamberlain.vault.storage import open_vault_storage
 
 logger = logging.getLogger(__name__)
 REFRESH_INTERVAL = 1.0
@@ -221,37 +221,6 @@ class AppState:
                 logger.exception("could not refresh state from the store")
 
 
-@dataclass
-class VaultStorage:
-    """Where the vault keeps its values, as configured, and the key-encryption keys in use."""
-
-    backend: SecretBackend
-    keks: KekRing
-    connection: OpenBaoConnection | None = None  # OpenBao's: its token is renewed until `aclose`
-
-    async def aclose(self) -> None:
-        if self.connection is not None:
-            await self.connection.close()  # revokes its token unless vault.openbao.revoke_token_on_close is false
-
-
-async def open_vault_storage(settings: Settings, database: Database, master_key: MasterKey) -> VaultStorage:
-    """The vault's backend as `vault:` configures it, for the gateway and for anything else that must read and write
-    the same place (the CLI): the envelope store in the database under the configured KEK ring (by default derived
-    from the master key), or with `vault.openbao` OpenBao's KV v2, its token checked and its lease kept alive, and
-    its transit key as the current KEK (the local KEKs kept for unwrapping what they wrapped)."""
-    keks = load_kek_ring(settings.vault, data_dir=settings.data_dir, master_key=master_key)
-    configured = settings.vault.openbao
-    if configured is None:
-        return VaultStorage(EnvelopeBackend(database, keks), keks)
-    connection = await OpenBaoConnection.open(configured)
-    try:
-        transit = await TransitKek.open(connection)
-    except BaseException:
-        await connection.close()
-        raise
-    return VaultStorage(OpenBaoBackend(connection), keks.with_current(transit), connection)
-
-
 def key_ring_version(rows: list[key_store.KeyRow]) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((row.kid, row.retired_at or 0.0) for row in rows))
 
@@ -294,4 +263,4 @@ async def open_state(settings: Settings, builtin_upstream: Upstream, *, resolver
     return state
 
 
-__all__ = ["AppState", "NotInitialised", "ProtectedResource", "VaultStorage", "open_state", "open_vault_storage"]
+__all__ = ["AppState", "NotInitialised", "ProtectedResource", "open_state"]

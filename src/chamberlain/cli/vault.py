@@ -52,6 +52,7 @@ from chamberlain.vault.kek import LocalKek, load_kek_ring
 from chamberlain.vault.rotation import generated_rotation, new_api_key, postgres_rotation, rotate, rotation_check
 from chamberlain.vault.service import Vault
 from chamberlain.vault.settings import DAY, CredentialKind, VaultSettings
+from chamberlain.vault.storage import open_vault_storage
 
 app = typer.Typer(help="Manage upstream credentials in the vault.", no_args_is_help=True)
 
@@ -95,13 +96,15 @@ async def _opened(settings: Settings, tenant: str | None) -> AsyncIterator[_Open
         tenant_id = await existing_tenant(database, settings, tenant)
         master_key = load_master_key(settings.data_dir)
         configured = vault_settings(settings)
-        keks = load_kek_ring(configured, data_dir=settings.data_dir, master_key=master_key)
+        # The same place the gateway reads: the envelope store, or OpenBao when `vault.openbao` is set.
+        storage = await open_vault_storage(settings, database, master_key)
         log = AuditLog(database, master_key, settings.audit)
         await log.start()
         try:
-            yield _Opened(database, Vault(database, EnvelopeBackend(database, keks), log, configured), tenant_id)
+            yield _Opened(database, Vault(database, storage.backend, log, configured), tenant_id)
         finally:
             await log.aclose()
+            await storage.aclose()
 
 
 @contextlib.contextmanager
