@@ -1,5 +1,8 @@
 """Shared fixtures. `server` runs once per database backend: every test that uses it runs on SQLite and on
-PostgreSQL. PostgreSQL tests skip when it is unreachable, except under CI=true, where they must run."""
+PostgreSQL. PostgreSQL tests skip when it is unreachable, except under CI=true, where they must run.
+
+The canary plugin (tests/support/canary.py, issue 6 acceptance 4) watches the whole run for the vault's canary secret
+in logs, audit events, HTTP responses and CLI output, and fails the run if it appears anywhere it should not."""
 
 from __future__ import annotations
 
@@ -10,9 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.canary import CanaryPlugin
 from tests.support.server import RunningServer, postgres_database, postgres_reachable, running_server
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here, before test modules are imported, so that it watches everything they create.
+    if not config.pluginmanager.has_plugin("chamberlain-canary"):
+        config.pluginmanager.register(CanaryPlugin(), "chamberlain-canary")
 
 
 def require_postgres() -> None:
