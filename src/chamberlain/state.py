@@ -45,6 +45,7 @@ from chamberlain.tenancy.effective import effective_config
 from chamberlain.tenancy.tenant import ProtectedResource, Tenant
 from chamberlain.vault.envelope import EnvelopeBackend
 from chamberlain.vault.kek import KekRing, load_kek_ring
+from chamberlain.vault.leak_guard import LeakGuard
 from chamberlain.vault.openbao import OpenBaoConnection
 from chamberlain.vault.service import Vault
 from chamberlain.vault.storage import open_vault_storage
@@ -101,6 +102,7 @@ class AppState:
             self.database, EnvelopeBackend(self.database, self.vault_keks), self.audit.log, settings.vault
         )
         self._openbao: OpenBaoConnection | None = None
+        self.leak_guard = LeakGuard()  # the values injected upstream, per tenant (see vault/leak_guard.py)
         self._configured_servers = configured_servers(settings)
         self._tenants_version: tuple[tuple[str, float], ...] | None = None
         self._invalid_configs: set[tuple[str, str]] = set()

@@ -50,6 +50,7 @@ from chamberlain.gateway.server_config import (
 from chamberlain.gateway.upstream import Headers, UpstreamError
 from chamberlain.oauth.access_tokens import AccessTokenClaims
 from chamberlain.vault.backend import SecretNotFound, SecretRef, VaultError
+from chamberlain.vault.leak_guard import LeakGuard
 from chamberlain.vault.service import GATEWAY, CredentialRefused, CredentialUnhealthy, Vault
 
 logger = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ class VaultAccess:
     vault: Vault
     tenant: str
     upstream: str
+    leak_guard: LeakGuard | None = None  # told every value read, so that it is redacted wherever it comes back
 
     def ref(self, reference: str, name: str | None = None) -> SecretRef:
         """The secret a "SOURCE/NAME" reference names in this tenant (`name` replaces NAME: a per-user name)."""
@@ -219,7 +221,7 @@ class VaultAccess:
                         ref,
                     )
                     user = None  # use() refuses it and records the refusal
-            return await vault.use(
+            value = await vault.use(
                 self.tenant, self.upstream, user, request_id, ref, client_id=principal.client_id, purpose=purpose
             )
         except CredentialUnhealthy:
@@ -231,6 +233,9 @@ class VaultAccess:
         except VaultError as problem:
             logger.warning("upstream %s: the vault cannot give %s: %s", self.upstream, ref, problem)
             raise UpstreamError("unavailable", UNAVAILABLE) from None
+        if self.leak_guard is not None:
+            self.leak_guard.remember(self.tenant, value, str(ref))
+        return value
 
     def client_secret(self, ref: SecretRef) -> ClientSecretSource:
         """Reads an OAuth client secret when a token is requested (not before: it is used only then)."""
@@ -244,6 +249,27 @@ class VaultAccess:
                 raise CredentialProblem("credential", NO_USABLE_CREDENTIAL) from None
 
         return read
+
+
+class GuardedCredentials:
+    """Tells the leak guard every header value sent to the upstream (static, from the vault, or a token obtained
+    for it), under a label naming the upstream and the header, so that the proxy redacts the value wherever it comes
+    back. Costs a dictionary lookup per request for a value already known."""
+
+    def __init__(self, inner: UpstreamCredentials, guard: LeakGuard, tenant: str, upstream: str) -> None:
+        self._inner = inner
+        self._guard = guard
+        self._tenant = tenant
+        self._upstream = upstream
+
+    async def headers(self, principal: AccessTokenClaims) -> Headers:
+        headers = await self._inner.headers(principal)
+        for name, value in headers:
+            self._guard.remember_header(self._tenant, value, f"upstream:{self._upstream}:{name.decode('latin-1')}")
+        return headers
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class NoCredentials:

@@ -15,7 +15,12 @@ from chamberlain.crypto.master_key import MasterKey
 from chamberlain.crypto.signing_keys import KeyRing
 from chamberlain.gateway.events import EventBus
 from chamberlain.gateway.sessions import SessionBinder
-from chamberlain.gateway.upstream_credentials import SubjectTokenMinter, VaultAccess, credentials_for
+from chamberlain.gateway.upstream_credentials import (
+    GuardedCredentials,
+    SubjectTokenMinter,
+    VaultAccess,
+    credentials_for,
+)
 from chamberlain.gateway.upstreams import UpstreamRegistry
 from chamberlain.identity.password_change import PasswordChangeTickets
 from chamberlain.oauth.access_tokens import AccessTokenIssuer, AccessTokenVerifier
@@ -34,6 +39,7 @@ from chamberlain.store.grants import GrantRepository
 from chamberlain.store.servers import Server, ServerRepository
 from chamberlain.store.users import UserRepository
 from chamberlain.tenancy.config import TenantConfig
+from chamberlain.vault.leak_guard import LeakGuard
 from chamberlain.vault.service import Vault
 from chamberlain.web.cookies import CookiePolicy
 from chamberlain.web.csrf import CsrfProtection
@@ -85,15 +91,21 @@ class Tenant:
         self.token_issuer = AccessTokenIssuer(self.issuer, shared.current_keys, settings.tokens.access_token_ttl)
         self.token_verifier = AccessTokenVerifier(self.issuer, shared.current_keys, shared.revocations)
         subject_tokens = SubjectTokenMinter(self.issuer, shared.current_keys)
-        audit = shared.audit
-        # Vault references of this tenant's servers resolve in this tenant's namespace only, for the named server.
+        audit, guard = shared.audit, shared.leak_guard
+        # Vault references of this tenant's servers resolve in this tenant's namespace only, for the named server;
+        # every value injected is remembered by the leak guard, which the proxy consults on what it relays.
         self.upstreams = UpstreamRegistry(
             shared.builtin_upstream,
-            lambda name, server_config: credentials_for(
-                server_config.credential,
-                subject_tokens=subject_tokens,
-                on_use=audit.credential_use(tenant_id, name),
-                vault=VaultAccess(shared.vault, tenant_id, name),
+            lambda name, server_config: GuardedCredentials(
+                credentials_for(
+                    server_config.credential,
+                    subject_tokens=subject_tokens,
+                    on_use=audit.credential_use(tenant_id, name),
+                    vault=VaultAccess(shared.vault, tenant_id, name, guard),
+                ),
+                guard,
+                tenant_id,
+                name,
             ),
         )
         self.resources: dict[str, ProtectedResource] = {}
@@ -183,6 +195,10 @@ class Tenant:
     def vault(self) -> Vault:
         """The credential vault (every tenant's; `Vault.use` keeps each to its own namespace)."""
         return self.shared.vault
+
+    @property
+    def leak_guard(self) -> LeakGuard:
+        return self.shared.leak_guard
 
     @property
     def audit(self) -> AuditService:
