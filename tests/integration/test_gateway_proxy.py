@@ -7,16 +7,22 @@ Authorization header it received) is checked through its `whoami` tool.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 
+from chamberlain.audit.events import Action
 from chamberlain.gateway.events import GatewayEvent
 from chamberlain.gateway.jsonrpc import HEADER_MISMATCH, NOT_PERMITTED, SESSION_NOT_FOUND, UPSTREAM_FAILED
+from chamberlain.vault.leak_guard import MARKER
+from tests.support.audit_events import recorded
 from tests.support.browser import Browser
 from tests.support.gateway import (
     ADMIN,
@@ -133,8 +139,8 @@ async def test_the_client_token_never_reaches_the_upstream(gateway: RunningServe
     )
     assert final(plain)["result"]["content"][0]["text"] == "none"
     keyed_token = await token(gateway, client, "keyed")
-    keyed = await rpc(client, keyed_token, "keyed", "tools/call", {"name": "whoami", "arguments": {}})
-    seen = final(keyed)["result"]["content"][0]["text"]
+    keyed = await rpc(client, keyed_token, "keyed", "tools/call", {"name": "whoami_hex", "arguments": {}})
+    seen = bytes.fromhex(final(keyed)["result"]["content"][0]["text"]).decode()
     assert seen == "Bearer " + UPSTREAM_SECRET
     assert keyed_token not in seen
 
@@ -147,8 +153,8 @@ async def test_with_token_exchange_the_upstream_sees_its_own_audience_and_the_us
     for user in ("alice", ADMIN):
         bearer = await token(gateway, client, "exchanged", user=user)
         for _ in range(2):
-            called = await rpc(client, bearer, "exchanged", "tools/call", {"name": "whoami", "arguments": {}})
-            presented = final(called)["result"]["content"][0]["text"]
+            called = await rpc(client, bearer, "exchanged", "tools/call", {"name": "whoami_hex", "arguments": {}})
+            presented = bytes.fromhex(final(called)["result"]["content"][0]["text"]).decode()
             assert presented.startswith("Bearer ")
             assert bearer not in presented
         seen[user] = stack.authorization_server.verify(presented.removeprefix("Bearer "))
@@ -176,6 +182,73 @@ async def test_a_stdio_upstream_is_reached_through_the_same_path(
         client, bearer, "local", "tools/call", {"name": "whoami", "arguments": {}}, headers={"Mcp-Session-Id": session}
     )
     assert final(called)["result"]["content"][0]["text"] == "stdio"
+
+
+# -- the leak guard --------------------------------------------------------------------------------------------
+
+
+def text_result(response: httpx.Response) -> str:
+    return str(final(response)["result"]["content"][0]["text"])
+
+
+async def leak_events(gateway: RunningServer, request_id: str) -> list[dict[str, Any]]:
+    return [event.public for event in await recorded(gateway, request_id, Action.DLP_DETECTION)]
+
+
+async def test_an_injected_credential_echoed_by_the_upstream_is_redacted_and_the_redaction_recorded(
+    gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    request_id = f"leak-{uuid.uuid4().hex}"
+    echoed = await rpc(
+        client,
+        await token(gateway, client, "keyed"),
+        "keyed",
+        "tools/call",
+        {"name": "whoami", "arguments": {}},
+        headers={"X-Request-Id": request_id},
+    )
+    assert text_result(echoed) == MARKER.decode()  # the whole header value, scheme and all
+    assert UPSTREAM_SECRET not in echoed.text
+    [event] = await leak_events(gateway, request_id)
+    assert event["details"]["credentials"] == ["upstream:keyed:authorization"]
+    assert event["details"]["direction"] == "response"
+    assert event["target"] == "mcp:keyed"
+    assert UPSTREAM_SECRET not in json.dumps(event)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        UPSTREAM_SECRET,
+        base64.b64encode(f"user:{UPSTREAM_SECRET}".encode()).decode(),
+        quote(UPSTREAM_SECRET, safe=""),
+        "prefix " + UPSTREAM_SECRET.upper() + " (not the value: letters differ)",
+    ],
+    ids=["raw", "base64", "percent", "different"],
+)
+async def test_an_injected_credential_in_a_clients_arguments_never_reaches_another_upstream(
+    gateway: RunningServer, client: httpx.AsyncClient, written: str
+) -> None:
+    keyed = await rpc(client, await token(gateway, client, "keyed"), "keyed", "tools/list")
+    assert keyed.status_code == 200  # the gateway has injected the key in this tenant, so it knows it
+    request_id = f"leak-{uuid.uuid4().hex}"
+    echoed = await rpc(
+        client,
+        await token(gateway, client, "plain"),
+        "plain",
+        "tools/call",
+        {"name": "echo", "arguments": {"text": written}},
+        headers={"X-Request-Id": request_id},
+    )
+    text = text_result(echoed)
+    if "not the value" in written:
+        assert text == written
+        return
+    assert MARKER.decode() in text
+    assert written not in text
+    [event] = await leak_events(gateway, request_id)
+    assert event["details"]["direction"] == "request"
+    assert event["details"]["upstream"] == "plain"
 
 
 # -- policy -------------------------------------------------------------------------------------------------------

@@ -33,11 +33,12 @@ from chamberlain.vault.envelope import EnvelopeBackend
 from chamberlain.vault.kek import KekRing, LocalKek
 from chamberlain.vault.settings import DAY
 from tests.conftest import require_postgres
+from tests.support.canary import CANARY, watch
 from tests.support.server import postgres_database
 
 T = TypeVar("T")
-CANARY = "cnry-7f3a9c/+&=?#-e1d5b2"  # characters that base64 and URL encoding change
 SECOND = "second-canary-0c55aa91d"
+watch(SECOND, "second canary")  # searched for in the whole run, as CANARY is
 
 
 def encodings(value: str) -> list[str]:
@@ -225,6 +226,8 @@ def test_set_refuses_mistakes_and_stores_nothing(home: Home, args: tuple[str, ..
 def test_a_value_is_never_taken_as_an_argument(home: Home) -> None:
     result = home.cli("vault", "set", "github", "token", CANARY)
     assert result.exit_code == 2  # usage error: there is no such argument
+    assert "values such as secrets are never taken on the command line" in one_line(result)
+    assert CANARY not in result.output  # Click's own message would quote the argument
     listed = home.ok("vault", "list")
     assert "token" not in listed.output
 

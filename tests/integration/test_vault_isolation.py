@@ -32,6 +32,7 @@ from chamberlain.vault.kek import KekRing, LocalKek
 from chamberlain.vault.service import CredentialRefused, Vault
 from chamberlain.vault.settings import CredentialKind
 from tests.conftest import require_postgres
+from tests.support.canary import watch
 from tests.support.server import postgres_database
 
 MASTER_KEY = MasterKey(os.urandom(32))
@@ -138,6 +139,7 @@ async def _check(url: str, stored: list[Credential], asked: list[Request]) -> No
         for credential in stored:
             ref = SecretRef(tenant_ids[credential.tenant], credential.source, credential.name)
             value = f"value-{secrets.token_hex(12)}".encode()
+            watch(value)  # and searched for in everything the run logs and audits
             await vault.store(
                 ref, value, kind=CredentialKind.API_KEY, bindings=credential.bindings, user_id=credential.user
             )

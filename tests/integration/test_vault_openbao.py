@@ -27,9 +27,11 @@ from chamberlain.vault.openbao import (
     gateway_policy,
     read_token,
 )
+from tests.support.canary import watch
 from tests.support.openbao import OpenBao, running_openbao
 
 VALUE = b"canary-" + secrets.token_hex(16).encode()
+watch(VALUE)  # searched for in everything the run logs, audits and answers
 
 
 @pytest.fixture(scope="module")

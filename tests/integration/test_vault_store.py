@@ -47,6 +47,7 @@ from chamberlain.vault.rotation import (
 from chamberlain.vault.service import REAUTHORIZE, CredentialUnhealthy, Vault
 from chamberlain.vault.settings import DAY, CredentialKind
 from tests.conftest import require_postgres
+from tests.support.canary import watch
 from tests.support.server import POSTGRES_ADMIN_URL, postgres_database, random_name
 
 MASTER_KEY = MasterKey(os.urandom(32))
@@ -113,7 +114,10 @@ def vault(database: Database, backend: EnvelopeBackend, audit: AuditLog) -> Vaul
 
 
 def canary() -> bytes:
-    return f"canary-{secrets.token_hex(12)}".encode()
+    """A fresh secret, searched for in everything the run logs, audits and answers (tests/support/canary.py)."""
+    value = f"canary-{secrets.token_hex(12)}".encode()
+    watch(value)
+    return value
 
 
 async def set_row(database: Database, ref: SecretRef, version: int, **values: Any) -> None:

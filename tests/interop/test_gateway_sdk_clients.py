@@ -14,7 +14,8 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_types import TextContent
 
-from tests.support.gateway import gateway_with_upstreams
+from chamberlain.vault.leak_guard import MARKER
+from tests.support.gateway import UPSTREAM_SECRET, gateway_with_upstreams
 from tests.support.mcp_sdk import HeadlessAuthorizer, InMemoryTokenStorage, sdk_client
 from tests.support.server import RunningServer
 
@@ -90,3 +91,16 @@ async def test_sdk_client_lists_calls_streams_and_answers_through_the_gateway(
             pytest.fail("the upstream never saw the cancellation")
         with pytest.raises(MCPError, match="not permitted"):
             await client.call_tool("delete_everything", {})
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_injected_credential_in_a_streamed_answer_reaches_the_sdk_client_redacted(
+    gateway: RunningServer, mode: str
+) -> None:
+    storage, authorizer = InMemoryTokenStorage(), HeadlessAuthorizer(gateway)
+    async with sdk_client(gateway, storage, authorizer, mode=mode, server_name="up-keyed") as connection:
+        echoed = text_of(await connection.client.call_tool("whoami", {}))
+        assert echoed == MARKER.decode()
+        # The upstream did get the key: only its echo was redacted, on the way back through the SSE stream.
+        received = bytes.fromhex(text_of(await connection.client.call_tool("whoami_hex", {}))).decode()
+        assert received == "Bearer " + UPSTREAM_SECRET

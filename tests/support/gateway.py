@@ -4,6 +4,7 @@ Servers (all reach the same test upstream, tests/support/upstream_server.py):
   up      streamable HTTP, stateful, SSE answers (what SDK clients meet in the wild)
   plain   streamable HTTP, stateless, JSON answers (simple to drive with plain HTTP)
   keyed   as plain, the gateway presents a static API key upstream
+  up-keyed   as up, with keyed's API key (an injected credential echoed in an SSE answer)
   slow    as plain, with a 1 s timeout
   broken  an upstream answering garbage
   down    nothing listens there
@@ -49,6 +50,7 @@ SERVERS_WITH_RULES = (
     "up",
     "plain",
     "keyed",
+    "up-keyed",
     "slow",
     "broken",
     "down",
@@ -104,6 +106,10 @@ def gateway_with_upstreams(data_dir: Path, **settings: Any) -> Iterator[Gateway]
             "plain": {"url": plain.url},
             "keyed": {
                 "url": plain.url,
+                "credential": {"type": "header", "header": "Authorization", "value": "Bearer " + UPSTREAM_SECRET},
+            },
+            "up-keyed": {
+                "url": stateful.url,
                 "credential": {"type": "header", "header": "Authorization", "value": "Bearer " + UPSTREAM_SECRET},
             },
             "slow": {"url": plain.url, "timeout": 1},

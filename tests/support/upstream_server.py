@@ -114,6 +114,12 @@ def build_server() -> MCPServer:
         return headers.get("authorization", "none")
 
     @server.tool()
+    def whoami_hex(ctx: Context) -> str:
+        """`whoami` in hexadecimal: the leak guard redacts an injected credential echoed as it is (or in base64,
+        percent- or JSON-escaped), so tests that need to see what the upstream received ask for this form."""
+        return whoami(ctx).encode("latin-1").hex()
+
+    @server.tool()
     def delete_everything() -> str:
         """A tool policy exists to deny."""
         return "everything deleted"

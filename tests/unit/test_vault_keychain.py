@@ -25,9 +25,11 @@ from chamberlain.vault.keychain import (
     insecurity,
     load_kek_from_keychain,
 )
+from tests.support.canary import watch
 
 ISSUER = "https://gateway.example.com"
 TOKEN = "refresh-canary-7f3c1b9e2d"
+watch(TOKEN)  # searched for in everything the run logs and prints
 
 
 def _cryptfile(path: Path, password: str = "test password") -> CryptFileKeyring:

@@ -5,6 +5,11 @@ Order of checks, each stopping the request with its protocol's error:
   2026-07-28 header/body agreement (400, -32020) -> the caller's roles reach this server (403) ->
   tool / prompt / resource policy (JSON-RPC error, nothing sent upstream) -> session binding (404) -> upstream.
 List results come back filtered to what the caller may use. The client's token is never sent upstream.
+
+Both ways, the leak guard (vault/leak_guard.py) redacts any credential value the gateway injected into a tenant's
+upstream requests: from the client's message before it goes upstream (a value copied into a tool's arguments would
+reach another upstream), and from the upstream's answer, headers, body or stream, before it reaches the client (and
+from there a model's context). Each redaction is recorded (dlp.detection, labels only, never a value).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from chamberlain.audit.events import Actor
 from chamberlain.audit.log import AuditUnavailable
 from chamberlain.gateway import jsonrpc
 from chamberlain.gateway.events import Decision, GatewayEvent
@@ -33,6 +39,7 @@ from chamberlain.oauth.access_tokens import AccessTokenClaims
 from chamberlain.policy.roles import Kind
 from chamberlain.tenancy.routing import tenant_for_scope
 from chamberlain.tenancy.tenant import ProtectedResource, Tenant
+from chamberlain.vault.leak_guard import Finding, StreamScanner, findings_event
 from chamberlain.web.request_id import request_id_of
 
 logger = logging.getLogger(__name__)
@@ -155,6 +162,9 @@ class _Exchange:
             return
         self.listed = {message.id: message.method for message in messages if message.method in LIST_METHODS}
         self.pending = [message.id for message in messages if message.kind == "request" and message.id is not None]
+        if self.app.leak_guard.watching(self.app.id):
+            body = self._guarded(body, "request")
+            self.forwarded = self._guarded_headers(self.forwarded, "request")
         request = UpstreamRequest("POST", self.forwarded, body, self.principal)
         request.long_lived = not batch and messages[0].method == _LISTEN_METHOD
         await self._relay(request)
@@ -305,6 +315,8 @@ class _Exchange:
             if key == b"mcp-session-id":
                 value = self.app.session_binder.bind(value.decode("latin-1"), self.server.name, self.principal).encode()
             headers.append((key, value))
+        if self.app.leak_guard.watching(self.app.id):
+            headers = self._guarded_headers(headers, "response")
         return headers
 
     async def _relay_body(self, response: UpstreamResponse, headers: Headers) -> None:
@@ -329,6 +341,8 @@ class _Exchange:
                 return
             if self.listed and _filter(document, self.access, self.listed):
                 body = jsonrpc.encode(document)
+            if self.app.leak_guard.watching(self.app.id):
+                body = self._guarded(body, "response")
         await self.send({"type": "http.response.start", "status": response.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
@@ -338,17 +352,23 @@ class _Exchange:
         names = {key for key, _ in headers}
         start_headers = headers + [header for header in _SSE if header[0] not in names]
         await self.send({"type": "http.response.start", "status": response.status, "headers": start_headers})
+        # Watching from the start: a value first injected while the stream runs (a token renewed) is found too.
+        scanner = self.app.leak_guard.stream(self.app.id)
         try:
-            await self._relay_stream(response.events, unanswered)
+            await self._relay_stream(response.events, unanswered, scanner)
         except UpstreamError as failure:
+            await self._send_scanned(scanner, None)
             await self._upstream_failed(failure, sorted(unanswered, key=str), started=True)
         else:
+            await self._send_scanned(scanner, None)
             if unanswered:
                 broke_off = UpstreamError("protocol", "the upstream ended the stream before answering")
                 await self._upstream_failed(broke_off, sorted(unanswered, key=str), started=True)
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _relay_stream(self, events: AsyncIterator[bytes], unanswered: set[RequestId]) -> None:
+    async def _relay_stream(
+        self, events: AsyncIterator[bytes], unanswered: set[RequestId], scanner: StreamScanner
+    ) -> None:
         async for event in events:
             data = event_data(event)
             if data is not None:
@@ -360,7 +380,15 @@ class _Exchange:
                     unanswered.discard(document.get("id"))
                 if self.listed and _filter(document, self.access, self.listed):
                     event = message_event(jsonrpc.encode(document))
-            await self.send({"type": "http.response.body", "body": event, "more_body": True})
+            await self._send_scanned(scanner, event)
+
+    async def _send_scanned(self, scanner: StreamScanner, event: bytes | None) -> None:
+        """Sends an event through the stream's leak scanner; None sends what the scanner still holds."""
+        scanned = scanner.feed(event) if event is not None else scanner.close()
+        if scanned.findings:
+            self._leak_found(scanned.findings, "response")
+        if scanned.data:
+            await self.send({"type": "http.response.body", "body": scanned.data, "more_body": True})
 
     async def _client_gone(self) -> None:
         while (await self.receive())["type"] != "http.disconnect":
@@ -407,6 +435,37 @@ class _Exchange:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _guarded(self, data: bytes, direction: str) -> bytes:
+        scanned = self.app.leak_guard.scan(self.app.id, data)
+        if scanned.findings:
+            self._leak_found(scanned.findings, direction)
+        return scanned.data
+
+    def _guarded_headers(self, headers: Headers, direction: str) -> Headers:
+        return [(key, self._guarded(value, direction)) for key, value in headers]
+
+    def _leak_found(self, findings: tuple[Finding, ...], direction: str) -> None:
+        principal = self.principal
+        actor = Actor("user" if principal.subject != principal.client_id else "client", principal.subject)
+        event = findings_event(
+            self.app.id,
+            findings,
+            upstream=self.server.name,
+            direction=direction,
+            actor=actor,
+            request_id=self.request_id,
+            extra={"client_id": principal.client_id, "method": self.label},
+        )
+        self.app.audit.log.record(event)
+        labels = ", ".join(sorted({finding.label for finding in findings}))
+        logger.warning(
+            "upstream %s: %d injected credential value(s) redacted from the %s (%s)",
+            self.server.name,
+            len(findings),
+            direction,
+            labels,
+        )
 
     def _header(self, name: str) -> str | None:
         value = self.headers.get(name.encode())
