@@ -24,9 +24,8 @@ from chamberlain.vault.openbao import (
     OpenBaoConnection,
     OpenBaoSettings,
     TransitKek,
-    gateway_policy,
-    read_token,
 )
+from chamberlain.vault.openbao_settings import gateway_policy, read_token
 from tests.support.canary import watch
 from tests.support.openbao import OpenBao, running_openbao
 

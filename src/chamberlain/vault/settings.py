@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from chamberlain.vault.openbao import OpenBaoSettings
+from chamberlain.vault.openbao_settings import OpenBaoSettings
 
 DAY = 86_400.0
 DEFAULT_KEK_VARIABLE = "CHAMBERLAIN_VAULT_KEK"

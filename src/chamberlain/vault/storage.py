@@ -4,6 +4,7 @@ both read and write the same place."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from chamberlain.crypto.master_key import MasterKey
 from chamberlain.settings import Settings
@@ -11,7 +12,9 @@ from chamberlain.store.database import Database
 from chamberlain.vault.backend import SecretBackend
 from chamberlain.vault.envelope import EnvelopeBackend
 from chamberlain.vault.kek import KekRing, load_kek_ring
-from chamberlain.vault.openbao import OpenBaoBackend, OpenBaoConnection, TransitKek
+
+if TYPE_CHECKING:
+    from chamberlain.vault.openbao import OpenBaoConnection
 
 
 @dataclass
@@ -36,6 +39,8 @@ async def open_vault_storage(settings: Settings, database: Database, master_key:
     configured = settings.vault.openbao
     if configured is None:
         return VaultStorage(EnvelopeBackend(database, keks), keks)
+    from chamberlain.vault.openbao import OpenBaoBackend, OpenBaoConnection, TransitKek  # hvac: only when used
+
     connection = await OpenBaoConnection.open(configured)
     try:
         transit = await TransitKek.open(connection)
