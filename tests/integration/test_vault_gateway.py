@@ -28,6 +28,7 @@ from chamberlain.audit.log import AuditLog, AuditUnavailable
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.gateway.jsonrpc import AUDIT_UNAVAILABLE, UPSTREAM_FAILED
 from chamberlain.gateway.server_config import (
+    ClientCredentialsCredential,
     HeaderCredential,
     RefreshTokenCredential,
     ServerConfig,
@@ -507,6 +508,37 @@ async def test_a_credential_read_that_cannot_be_recorded_is_refused_with_503(
         state.vault = real
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == AUDIT_UNAVAILABLE
+
+
+async def test_an_inline_secret_whose_use_cannot_be_recorded_is_not_used_and_answered_503(
+    stack: Gateway, gateway: RunningServer, client: httpx.AsyncClient
+) -> None:
+    """The same rule for a client secret written in the server's config (the vault records its own reads)."""
+    name = f"inline-{uuid.uuid4().hex[:6]}"
+    async with gateway.engine() as database:
+        servers = ServerRepository(database, gateway.settings.tenant, load_master_key(gateway.settings.data_dir, {}))
+        credential = ClientCredentialsCredential(
+            token_endpoint=stack.authorization_server.token_endpoint,
+            client_id=EXCHANGE_CLIENT,
+            client_secret=SecretStr(EXCHANGE_SECRET),
+        )
+        await servers.add(name, ServerConfig(url=stack.plain.url, credential=credential))
+    await served(gateway, gateway.settings.tenant, (name,))
+    bearer = await token(gateway, client, name, user=ADMIN)
+    fetched = stack.authorization_server.count("client_credentials")
+    log = gateway.state.audit.log
+
+    async def audit_down(event: object) -> None:
+        raise AuditUnavailable("the audit log is down")
+
+    log.record_as_configured = audit_down  # type: ignore[method-assign]
+    try:
+        response = await whoami(client, bearer, f"/mcp/{name}")
+    finally:
+        del log.record_as_configured
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == AUDIT_UNAVAILABLE
+    assert stack.authorization_server.count("client_credentials") == fetched  # the secret never left
 
 
 # -- registering servers with vault references ----------------------------------------------------------------------

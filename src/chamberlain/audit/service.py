@@ -10,13 +10,12 @@ import logging
 from chamberlain.audit.checkpoints import AuditSigner, Checkpointer
 from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
 from chamberlain.audit.export.shipper import Shipper
-from chamberlain.audit.log import AuditLog, AuditUnavailable
+from chamberlain.audit.log import AuditLog
 from chamberlain.audit.reader import tenants_with_events
 from chamberlain.audit.retention import purge_expired
 from chamberlain.audit.settings import AuditSettings
 from chamberlain.crypto.master_key import MasterKey
 from chamberlain.gateway.events import GatewayEvent
-from chamberlain.gateway.upstream import UpstreamError
 from chamberlain.gateway.upstream_credentials import CredentialUse
 from chamberlain.store.database import Database
 
@@ -84,10 +83,9 @@ class AuditService:
                 target=f"upstream:{server}",
                 details={"grant_type": grant_type},
             )
-            try:
-                await self.log.record_as_configured(event)
-            except AuditUnavailable:
-                raise UpstreamError("unavailable", "the audit log is unavailable, so no credential was used") from None
+            # Fail-closed (credential.read by default): AuditUnavailable stops the use, and the proxy answers 503
+            # as it does when a vault read cannot be recorded.
+            await self.log.record_as_configured(event)
 
         return record
 
