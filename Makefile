@@ -43,6 +43,7 @@ bench: install
 	$(PY) bench/rate_limit_bench.py
 	$(PY) bench/policy_bench.py
 	$(PY) bench/vault_bench.py
+	$(PY) bench/leak_guard_bench.py
 
 clean:
 	rm -rf $(VENV) $(TS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache
