@@ -37,44 +37,25 @@ from chamberlain.audit.log import AuditLog
 from chamberlain.audit.privacy import SubjectKeys
 from chamberlain.audit.settings import AuditSettings
 from chamberlain.crypto.master_key import MasterKey
-from chamberlain.store.database import Database, create_database, migrate
-from tests.conftest import require_postgres
+from chamberlain.store.database import Database
+from tests.support.databases import migrated_database_url, opened_database
 from tests.support.network import make_certificate
-from tests.support.server import free_port, postgres_database, random_name
+from tests.support.server import free_port, random_name
 
 MASTER_KEY = MasterKey(secrets.token_bytes(32))
 SOURCE_IPS = {"user-a": "198.51.100.10", "user-b": "198.51.100.11"}
 EVENT_ID = re.compile(rb"externalId=([0-9a-f]{32})")
 
 
-async def _migrate(url: str) -> None:
-    database = create_database(url)
-    try:
-        await migrate(database)
-    finally:
-        await database.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('audit-shipping') / 'chamberlain.db'}"
-        asyncio.run(_migrate(url))
-        yield url
-        return
-    require_postgres()
-    with postgres_database() as url:
-        asyncio.run(_migrate(url))
-        yield url
+    yield from migrated_database_url(request.param, tmp_path_factory, "audit-shipping")
 
 
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
-    database = create_database(database_url)
-    try:
+    async with opened_database(database_url) as database:
         yield database
-    finally:
-        await database.dispose()
 
 
 async def write_events(database: Database, count: int) -> tuple[str, list[str]]:

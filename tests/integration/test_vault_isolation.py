@@ -24,16 +24,15 @@ from chamberlain.audit.log import AuditLog, AuditUnavailable
 from chamberlain.audit.reader import read_events
 from chamberlain.audit.settings import AuditSettings
 from chamberlain.crypto.master_key import MasterKey
-from chamberlain.store.database import Database, create_database, migrate
+from chamberlain.store.database import Database, create_database
 from chamberlain.store.tenants import ensure_tenant
 from chamberlain.vault.backend import SecretNotFound, SecretRef
 from chamberlain.vault.envelope import EnvelopeBackend
 from chamberlain.vault.kek import KekRing, LocalKek
 from chamberlain.vault.service import CredentialRefused, Vault
 from chamberlain.vault.settings import CredentialKind
-from tests.conftest import require_postgres
 from tests.support.canary import watch
-from tests.support.server import postgres_database
+from tests.support.databases import migrate_url, migrated_database_url
 
 MASTER_KEY = MasterKey(os.urandom(32))
 TENANTS = 3
@@ -88,25 +87,9 @@ requests = st.lists(
 )
 
 
-async def _migrated(url: str) -> None:
-    database = create_database(url)
-    try:
-        await migrate(database)
-    finally:
-        await database.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('vault-isolation')}/chamberlain.db"
-        asyncio.run(_migrated(url))
-        yield url
-        return
-    require_postgres()
-    with postgres_database() as url:
-        asyncio.run(_migrated(url))
-        yield url
+    yield from migrated_database_url(request.param, tmp_path_factory, "vault-isolation")
 
 
 @contextlib.asynccontextmanager
@@ -261,7 +244,7 @@ async def test_another_tenants_credential_is_answered_as_unknown(
 
 async def test_a_use_that_cannot_be_audited_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/chamberlain.db"
-    await _migrated(url)
+    await migrate_url(url)
     async with opened_vault(url) as (database, vault, _log):
         await ensure_tenant(database, "acme")
         ref = SecretRef("acme", "github", "token")

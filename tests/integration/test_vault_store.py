@@ -29,7 +29,7 @@ from chamberlain.audit.log import AuditLog
 from chamberlain.audit.reader import read_events
 from chamberlain.audit.settings import AuditSettings
 from chamberlain.crypto.master_key import MasterKey
-from chamberlain.store.database import Database, create_database, migrate
+from chamberlain.store.database import Database
 from chamberlain.store.schema import metadata, vault_credentials, vault_secret_versions
 from chamberlain.store.tenants import ensure_tenant
 from chamberlain.store.vault import VaultRepository
@@ -48,39 +48,23 @@ from chamberlain.vault.service import REAUTHORIZE, CredentialUnhealthy, Vault
 from chamberlain.vault.settings import DAY, CredentialKind
 from tests.conftest import require_postgres
 from tests.support.canary import watch
-from tests.support.server import POSTGRES_ADMIN_URL, postgres_database, random_name
+from tests.support.databases import migrated_database_url, opened_database
+from tests.support.server import POSTGRES_ADMIN_URL, random_name
 
 MASTER_KEY = MasterKey(os.urandom(32))
 OPERATOR = Actor("user", "os:tester")
 versions_table = vault_secret_versions
 
 
-async def _migrated(url: str) -> None:
-    database = create_database(url)
-    try:
-        await migrate(database)
-    finally:
-        await database.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('vault-store')}/chamberlain.db"
-        asyncio.run(_migrated(url))
-        yield url
-        return
-    require_postgres()
-    with postgres_database() as url:
-        asyncio.run(_migrated(url))
-        yield url
+    yield from migrated_database_url(request.param, tmp_path_factory, "vault-store")
 
 
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
-    database = create_database(database_url)
-    yield database
-    await database.dispose()
+    async with opened_database(database_url) as database:
+        yield database
 
 
 @pytest.fixture
