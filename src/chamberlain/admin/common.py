@@ -18,6 +18,7 @@ from chamberlain.audit.emit import keyed_hash
 from chamberlain.audit.events import Action, Actor, AuditEvent
 from chamberlain.audit.log import AuditUnavailable
 from chamberlain.policy.quotas import QuotaKind, check_can_add
+from chamberlain.store.tenants import ensure_tenant
 from chamberlain.tenancy.config import TenantConfig
 from chamberlain.web.request_id import request_id_of
 
@@ -164,6 +165,31 @@ def stored_config(data: Mapping[str, Any] | None) -> TenantConfig:
         return TenantConfig.model_validate(dict(data or {}))
     except ValueError:
         return TenantConfig()
+
+
+async def write_config_sections(
+    admin: Administrator, request: Request, what: str, sections: tuple[str, ...], written: Mapping[str, Any]
+) -> None:
+    """Replaces `sections` of the admin's tenant's stored configuration with `written` (JSON-ready), recording the
+    change first (before: those sections as stored), and applies it in this process now (others within their next
+    refresh). The other sections stay as stored; a stored config that no longer validates is replaced, as the
+    gateway ignores it too."""
+    tenant = admin.tenant
+    store = tenant.shared.tenant_store
+    row = await store.get(tenant.id)
+    config = stored_config(row.config if row is not None else None).model_dump(mode="json", exclude_unset=True)
+    await record_change(
+        admin,
+        request,
+        target=f"tenant:{tenant.id}/{what}",
+        before={section: config.get(section) for section in sections},
+        after=dict(written),
+    )
+    config.update(written)
+    if row is None:
+        await ensure_tenant(tenant.database, tenant.id)
+    await store.set_config(tenant.id, config)
+    await tenant.shared.refresh()
 
 
 # -- quotas ---------------------------------------------------------------------------------------------------------

@@ -10,10 +10,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from chamberlain.admin.auth import Admin, Administrator
-from chamberlain.admin.common import problems, record_change, stored_config
+from chamberlain.admin.common import problems, write_config_sections
 from chamberlain.admin.models import QuotasIn, QuotasOut, Usage
 from chamberlain.admin.problems import ProblemError
-from chamberlain.store.tenants import ensure_tenant
 from chamberlain.tenancy.tenant import Tenant
 
 router = APIRouter(tags=["quotas"])
@@ -43,22 +42,7 @@ async def put_quotas(body: QuotasIn, request: Request, admin: Admin) -> QuotasOu
             "the configuration file sets this tenant's quotas or rate limits: change them there",
             kind="configured-in-file",
         )
-    store = tenant.shared.tenant_store
-    row = await store.get(tenant.id)
-    config = stored_config(row.config if row is not None else None).model_dump(mode="json", exclude_unset=True)
-    written = body.model_dump(mode="json", exclude_unset=True)
-    await record_change(
-        admin,
-        request,
-        target=f"tenant:{tenant.id}/quotas",
-        before={section: config.get(section) for section in SECTIONS},
-        after=written,
-    )
-    config.update(written)
-    if row is None:
-        await ensure_tenant(tenant.database, tenant.id)
-    await store.set_config(tenant.id, config)
-    await tenant.shared.refresh()
+    await write_config_sections(admin, request, "quotas", SECTIONS, body.model_dump(mode="json", exclude_unset=True))
     return await quotas_out(admin)
 
 

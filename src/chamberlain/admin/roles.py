@@ -6,11 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from chamberlain.admin.auth import Admin
-from chamberlain.admin.common import problems, record_change, stored_config
+from chamberlain.admin.common import problems, write_config_sections
 from chamberlain.admin.models import RolesOut
 from chamberlain.admin.problems import ProblemError
 from chamberlain.policy.roles import RolesDocument, check_servers
-from chamberlain.store.tenants import ensure_tenant
 from chamberlain.tenancy.tenant import Tenant
 
 router = APIRouter(tags=["roles"])
@@ -43,24 +42,8 @@ async def put_roles(document: RolesDocument, request: Request, admin: Admin) -> 
             "administrative",
             kind="self-lockout",
         )
-    store = tenant.shared.tenant_store
-    row = await store.get(tenant.id)
-    # The other sections stay as stored (a stored config that no longer validates is ignored by the gateway too,
-    # so it is replaced rather than kept).
-    config = stored_config(row.config if row is not None else None).model_dump(mode="json", exclude_unset=True)
     written = document.model_dump(mode="json", exclude_unset=True)
-    await record_change(
-        admin,
-        request,
-        target=f"tenant:{tenant.id}/roles",
-        before={"roles": config.get("roles")},
-        after={"roles": written},
-    )
-    config["roles"] = written
-    if row is None:
-        await ensure_tenant(tenant.database, tenant.id)
-    await store.set_config(tenant.id, config)
-    await tenant.shared.refresh()  # this process applies it now; the others within their next refresh
+    await write_config_sections(admin, request, "roles", ("roles",), {"roles": written})
     return roles_out(tenant, document)
 
 
