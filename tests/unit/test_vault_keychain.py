@@ -115,6 +115,25 @@ def test_the_encrypted_file_needs_its_password(cryptfile: CryptFileKeyring) -> N
         _cryptfile(Path(cryptfile.file_path), "another password")
 
 
+def test_a_locked_encrypted_file_without_a_terminal_is_a_clear_error(
+    tmp_path: Path, active: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keyrings.cryptfile asks for its password with getpass; run by Claude Code (apiKeyHelper) there is no terminal
+    and getpass raises EOFError, which must become the store's own error."""
+    keyring.set_keyring(_cryptfile(tmp_path / "locked.cfg"))  # an entry written with the password, then the file
+    KeychainStore(ISSUER).set("refresh-token", TOKEN)  # opened again without it
+    locked = CryptFileKeyring()
+    locked.file_path = str(tmp_path / "locked.cfg")
+    keyring.set_keyring(locked)
+
+    def no_terminal(prompt: str = "") -> str:
+        raise EOFError
+
+    monkeypatch.setattr("getpass.getpass", no_terminal)
+    with pytest.raises(BackendUnavailable, match="no terminal answered"):
+        KeychainStore(ISSUER).get("refresh-token")
+
+
 def test_a_plaintext_keychain_is_refused_by_default(plaintext: PlaintextKeyring) -> None:
     with pytest.raises(InsecureKeychain) as refused:
         KeychainStore(ISSUER)

@@ -115,7 +115,7 @@ class KeychainStore:
         check_name(name, "keychain entry name")
         try:
             return self._backend.get_password(self.service, name)
-        except (keyring.errors.KeyringError, ValueError, OSError, RuntimeError) as problem:
+        except (keyring.errors.KeyringError, ValueError, OSError, RuntimeError, EOFError) as problem:
             failure = self._failure("read", name, problem)
         raise failure
 
@@ -124,7 +124,7 @@ class KeychainStore:
         try:
             self._backend.set_password(self.service, name, value)
             return
-        except (keyring.errors.KeyringError, ValueError, OSError, RuntimeError) as problem:
+        except (keyring.errors.KeyringError, ValueError, OSError, RuntimeError, EOFError) as problem:
             failure = self._failure("store", name, problem)
         raise failure
 
@@ -137,14 +137,19 @@ class KeychainStore:
             return True
         except keyring.errors.PasswordDeleteError:
             return False  # gone meanwhile
-        except (keyring.errors.KeyringError, ValueError, OSError, RuntimeError) as problem:
+        except (keyring.errors.KeyringError, ValueError, OSError, RuntimeError, EOFError) as problem:
             failure = self._failure("delete", name, problem)
         raise failure
 
     def _failure(self, what: str, name: str, problem: Exception) -> BackendUnavailable:
         # The backend's own message is not reused: some echo what they were given.
+        why = (
+            "it asks for its password and no terminal answered"  # keyrings.cryptfile under a non-interactive caller
+            if isinstance(problem, EOFError)
+            else type(problem).__name__
+        )
         return BackendUnavailable(
-            f"the keychain ({self.backend_name}) could not {what} {name!r} of {self.service} ({type(problem).__name__})"
+            f"the keychain ({self.backend_name}) could not {what} {name!r} of {self.service} ({why})"
         )
 
 
