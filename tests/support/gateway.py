@@ -16,7 +16,8 @@ Servers (all reach the same test upstream, tests/support/upstream_server.py):
   refreshed  as plain, access tokens refreshed at the stand-in from the gateway's refresh token in the vault
              (upstream-as/gateway-grant), its client secret in the vault too (upstream-as/client-secret)
   personal   as plain, each user's own refresh token from the vault (upstream-as/user-grant.USER_ID), as a public
-             client of the stand-in
+             client of the stand-in; users connect their own grant at /connect/personal (the stand-in's
+             authorization endpoint, its issuer checked in responses, RFC 9207)
 Vault secrets are stored by the tests (`vault_of`): a server whose secret is missing answers -32002.
 The developer role (the test user alice) reaches them all with `delete_*` tools denied; guest (bob) only `demo` and
 `personal`; admin (carol) everything.
@@ -170,6 +171,9 @@ def gateway_with_upstreams(data_dir: Path, **settings: Any) -> Iterator[Gateway]
                     "client_id": PUBLIC_CLIENT,
                     "vault": f"{AS_SOURCE}/{USER_GRANT}",
                     "per_user": True,
+                    "authorization_endpoint": authorization_server.authorization_endpoint,
+                    "issuer": authorization_server.issuer,
+                    "scope": REFRESH_SCOPE,
                 },
             },
         }

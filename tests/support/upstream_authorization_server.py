@@ -1,13 +1,22 @@
 """A stand-in for an upstream MCP server's own OAuth authorization server, on 127.0.0.1.
 
-It serves one token endpoint with three grants, done properly: client credentials (RFC 6749 §4.4), token exchange
+It serves one token endpoint with four grants, done properly: client credentials (RFC 6749 §4.4), token exchange
 (RFC 8693 §2) for a subject token Chamberlain signed, checked against Chamberlain's JWKS (given directly, or fetched
-from the gateway's `/jwks.json` on every exchange), and refresh tokens (RFC 6749 §6) for grants a test creates with
-`grant(subject)`: each use rotates the refresh token (OAuth 2.1 §4.3.1; `rotate_refresh_tokens`), a rotated one
-presented again revokes its grant (reuse detection, RFC 9700 §4.14.2), and `revoke` ends a grant as a user
-withdrawing consent would. Confidential clients authenticate with client_secret_basic (RFC 6749 §2.3.1); clients in
-`public_clients` send only their client_id (refresh grants only). Tokens it issues are JWTs under its own key,
-readable with `verify`. Every request it served is kept in `served`, so tests can count fetches; `answer_with`
+from the gateway's `/jwks.json` on every exchange), refresh tokens (RFC 6749 §6) for grants a test creates with
+`grant(subject)` or a user makes at the authorization endpoint: each use rotates the refresh token (OAuth 2.1
+§4.3.1; `rotate_refresh_tokens`), a rotated one presented again revokes its grant (reuse detection, RFC 9700
+§4.14.2), and `revoke` ends a grant as a user withdrawing consent would; and the authorization code grant (RFC 6749
+§4.1) with PKCE (RFC 7636, S256 only), its code single use (a second redemption revokes the grant it made).
+
+The authorization endpoint (`/authorize`) approves at once as the person signed in here, `approve_as` (an upstream
+identity; None: the person declines, `access_denied`), for clients whose redirect URIs tests register in
+`redirect_uris`; an unknown client or redirect URI gets a page, never a redirect (RFC 6749 §4.1.2.1). Responses
+carry `iss` (RFC 9207; `response_issuer`, None to leave it out). `refresh_tokens_for_codes` False plays a server
+that grants no offline access. Every authorization request is kept in `authorizations`.
+
+Confidential clients authenticate with client_secret_basic (RFC 6749 §2.3.1); clients in `public_clients` send
+only their client_id (refresh and authorization code grants). Tokens it issues are JWTs under its own key, readable
+with `verify`. Every token request it served is kept in `served`, so tests can count fetches; `answer_with`
 replaces every answer (after the request is recorded) to play a broken server; `delay` holds every answer back, so
 concurrent callers overlap.
 """
@@ -18,6 +27,9 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
+import re
 import secrets
 import threading
 import time
@@ -25,7 +37,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlencode
 
 import httpx
 import uvicorn
@@ -34,7 +46,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tests.support.server import free_port
@@ -43,6 +55,9 @@ TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 MAX_SUBJECT_TOKEN_LIFETIME = 300  # seconds; a longer-lived subject token is refused
+CODE_LIFETIME = 60  # seconds an authorization code may wait for its exchange (RFC 6749 §4.1.2: at most 10 min)
+_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636 §4.1
+_CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")  # RFC 7636 §4.2: base64url of a SHA-256 digest
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,21 @@ class RefreshGrant:
     revoked: bool = False
 
 
+@dataclass
+class IssuedCode:
+    """An authorization code (RFC 6749 §4.1.2) and what its exchange must match."""
+
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    subject: str
+    scope: str | None
+    resource: str | None
+    expires_at: float
+    grant: RefreshGrant | None = None  # made by its (only) redemption
+    redeemed: bool = False
+
+
 class OAuthFailure(Exception):
     def __init__(self, status: int, error: str, description: str) -> None:
         super().__init__(description)
@@ -97,6 +127,7 @@ class UpstreamAuthorizationServer:
     ) -> None:
         self.issuer = f"http://127.0.0.1:{port}"
         self.token_endpoint = f"{self.issuer}/token"
+        self.authorization_endpoint = f"{self.issuer}/authorize"
         self.clients = dict(clients)  # client_id -> secret; tests may add clients while it runs
         self.subject_issuer = subject_issuer
         self.subject_jwks = subject_jwks  # a JWKS, or the URL to fetch it from
@@ -109,8 +140,19 @@ class UpstreamAuthorizationServer:
         self._by_refresh_token: dict[str, RefreshGrant] = {}
         self._lock = threading.Lock()  # grants are created by tests on their own thread
         self.served: list[ServedRequest] = []
+        self.redirect_uris: dict[str, set[str]] = {}  # client_id -> its registered redirect URIs
+        self.approve_as: str | None = None  # who is signed in here and approves every authorization request
+        self.response_issuer: str | None = self.issuer  # the `iss` of authorization responses (RFC 9207)
+        self.refresh_tokens_for_codes = True
+        self.authorizations: list[dict[str, str]] = []
+        self.codes: dict[str, IssuedCode] = {}
         self._key = ECKey.generate_key("P-256", parameters={"kid": "upstream-as"})
-        self.app = Starlette(routes=[Route("/token", self._token, methods=["POST"])])
+        self.app = Starlette(
+            routes=[
+                Route("/token", self._token, methods=["POST"]),
+                Route("/authorize", self._authorize, methods=["GET"]),
+            ]
+        )
 
     def count(self, grant_type: str, *, succeeded: bool = True) -> int:
         """How many requests of this grant type it answered (successfully, by default)."""
@@ -120,11 +162,57 @@ class UpstreamAuthorizationServer:
         """A new grant of `subject` to `client_id`, as if the user had consented: its first refresh token is
         `grant.current`."""
         with self._lock:
-            token = secrets.token_urlsafe(32)
-            grant = RefreshGrant(uuid.uuid4().hex, subject, client_id, scope, token, set())
-            self.grants[grant.id] = grant
-            self._by_refresh_token[token] = grant
-            return grant
+            return self._new_grant(subject, client_id, scope)
+
+    def _new_grant(self, subject: str, client_id: str, scope: str | None) -> RefreshGrant:
+        token = secrets.token_urlsafe(32)
+        grant = RefreshGrant(uuid.uuid4().hex, subject, client_id, scope, token, set())
+        self.grants[grant.id] = grant
+        self._by_refresh_token[token] = grant
+        return grant
+
+    def grants_of(self, subject: str) -> list[RefreshGrant]:
+        """The grants `subject` made, oldest first."""
+        with self._lock:
+            return [grant for grant in self.grants.values() if grant.subject == subject]
+
+    async def _authorize(self, request: Request) -> Response:
+        """RFC 6749 §4.1.1-4.1.2 with PKCE (RFC 7636 §4.3): approved at once as `approve_as`."""
+        params = {key: str(value) for key, value in request.query_params.items()}
+        self.authorizations.append(params)
+        client_id, redirect_uri = params.get("client_id", ""), params.get("redirect_uri", "")
+        # §4.1.2.1: with an unknown client or redirect URI, tell the person; never redirect.
+        if redirect_uri not in self.redirect_uris.get(client_id, set()):
+            return PlainTextResponse("unknown client or redirect_uri", status_code=400)
+        answer: dict[str, str]
+        if params.get("response_type") != "code":
+            answer = {"error": "unsupported_response_type"}
+        elif params.get("code_challenge_method") != "S256" or not _CHALLENGE.fullmatch(
+            params.get("code_challenge", "")
+        ):
+            answer = {"error": "invalid_request", "error_description": "PKCE with S256 is required"}
+        elif self.approve_as is None:
+            answer = {"error": "access_denied", "error_description": "the user declined"}
+        else:
+            code = secrets.token_urlsafe(32)
+            with self._lock:
+                self.codes[code] = IssuedCode(
+                    client_id,
+                    redirect_uri,
+                    params["code_challenge"],
+                    self.approve_as,
+                    params.get("scope"),
+                    params.get("resource"),
+                    time.time() + CODE_LIFETIME,
+                )
+            answer = {"code": code}
+        if "state" in params:
+            answer["state"] = params["state"]
+        if self.response_issuer is not None:
+            answer["iss"] = self.response_issuer  # RFC 9207 §2
+        response = RedirectResponse(f"{redirect_uri}?{urlencode(answer)}", status_code=302)
+        response.headers["cache-control"] = "no-store"
+        return response
 
     def revoke(self, grant: RefreshGrant) -> None:
         """The user withdrew consent (or the grant expired): its refresh tokens are refused with invalid_grant."""
@@ -160,8 +248,8 @@ class UpstreamAuthorizationServer:
         """RFC 6749 §2.3.1: base64 of the form-urlencoded id and secret joined by ':'. A public client (§2.1) sends
         only its client_id, and only for a refresh grant (§6: confidential clients must authenticate)."""
         if authorization is None and form.get("client_id") in self.public_clients:
-            if form.get("grant_type") != "refresh_token":
-                raise OAuthFailure(400, "unauthorized_client", "public clients may only refresh")
+            if form.get("grant_type") not in ("refresh_token", "authorization_code"):
+                raise OAuthFailure(400, "unauthorized_client", "public clients may only refresh or redeem codes")
             return form["client_id"]
         if not authorization or authorization[:6].lower() != "basic ":
             raise OAuthFailure(401, "invalid_client", "client authentication required")
@@ -185,7 +273,42 @@ class UpstreamAuthorizationServer:
             return {**answer, "issued_token_type": ACCESS_TOKEN_TYPE}  # RFC 8693 §2.2.1
         if grant_type == "refresh_token":
             return self._refresh(form, client_id)
+        if grant_type == "authorization_code":
+            return self._redeem(form, client_id)
         raise OAuthFailure(400, "unsupported_grant_type", "unsupported grant type")
+
+    def _redeem(self, form: dict[str, str], client_id: str) -> dict[str, Any]:
+        """RFC 6749 §4.1.3 and RFC 7636 §4.6: the code, once, by its client, with its redirect URI and verifier."""
+        invalid = OAuthFailure(400, "invalid_grant", "the code is invalid, expired, used or not this client's")
+        with self._lock:
+            issued = self.codes.get(form.get("code", ""))
+            if issued is None or issued.client_id != client_id or time.time() > issued.expires_at:
+                raise invalid
+            if issued.redeemed:
+                # RFC 6749 §4.1.2: a code used twice is refused, and what it gave is revoked.
+                if issued.grant is not None:
+                    issued.grant.revoked = True
+                raise invalid
+            if form.get("redirect_uri") != issued.redirect_uri:
+                raise invalid
+            verifier = form.get("code_verifier", "")
+            computed = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if not _VERIFIER.fullmatch(verifier) or not hmac.compare_digest(computed, issued.code_challenge):
+                raise OAuthFailure(400, "invalid_grant", "the code_verifier does not match the code_challenge")
+            issued.redeemed = True
+            extra: dict[str, Any] = {}
+            if self.refresh_tokens_for_codes:
+                issued.grant = self._new_grant(issued.subject, client_id, issued.scope)
+                extra["grant"] = issued.grant.id
+            answer = self._issue(
+                {**form, "scope": issued.scope or "", "resource": form.get("resource") or issued.resource or ""},
+                subject=issued.subject,
+                client_id=client_id,
+                extra=extra,
+            )
+            if issued.grant is not None:
+                answer["refresh_token"] = issued.grant.current
+            return answer
 
     def _refresh(self, form: dict[str, str], client_id: str) -> dict[str, Any]:
         """RFC 6749 §6. invalid_grant for an unknown, revoked or spent token, or one issued to another client."""

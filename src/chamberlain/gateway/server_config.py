@@ -194,6 +194,44 @@ class TokenExchangeCredential(_Model):
         return self
 
 
+def _authorization_endpoint_url(url: str) -> str:
+    """An admin-configured upstream authorization endpoint (RFC 6749 §3.1): absolute, no fragment, and https (the
+    authorization response carries a code; RFC 6749 §3.1.2.1, OAuth 2.1 §1.5), plain http on loopback only. A
+    query is allowed and kept when the request's parameters are added (RFC 6749 §3.1)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("the authorization endpoint must be an absolute https URL") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ValueError("the authorization endpoint must be an absolute https URL")
+    if parts.fragment:
+        raise ValueError("the authorization endpoint must not contain a fragment (RFC 6749 §3.1)")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the authorization endpoint must not carry a user or password")
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise ValueError("the authorization endpoint must use https (plain http is allowed only on loopback)")
+    return url
+
+
+def _issuer_identifier(url: str) -> str:
+    """RFC 8414 §2: an issuer identifier is an https URL with no query or fragment (http on loopback for tests)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("the issuer must be an absolute https URL") from None
+    if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment:
+        raise ValueError("the issuer must be an absolute https URL without query or fragment (RFC 8414 §2)")
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise ValueError("the issuer must use https (plain http is allowed only on loopback)")
+    return url
+
+
+AuthorizationEndpointUrl = Annotated[str, AfterValidator(_authorization_endpoint_url)]
+IssuerIdentifier = Annotated[str, AfterValidator(_issuer_identifier)]
+
+
 class RefreshTokenCredential(_Model):
     """A long-lived refresh token kept in the vault, exchanged at the upstream's token endpoint for short-lived
     access tokens (RFC 6749 §6), which are cached until shortly before they expire.
@@ -201,8 +239,15 @@ class RefreshTokenCredential(_Model):
     Shared (`per_user: false`): the gateway's own grant, the secret `vault` names. Per user (`per_user: true`): each
     user's own grant to the source, so the source's document-level permissions apply to that user. The user's
     refresh token is the secret `NAME.USER_ID` of the same source (see `per_user_secret_name`), stored as a
-    per-user credential bound to that user (`chamberlain vault set SOURCE NAME.USER_ID --user NAME --kind
-    refresh_token --bind SERVER`); it is used on that user's requests only.
+    per-user credential bound to that user; it is used on that user's requests only.
+
+    With `authorization_endpoint` (per-user only), users store their own grant: `{issuer}/connect/SERVER` sends the
+    signed-in user to the upstream's authorization endpoint (the authorization code grant with PKCE, RFC 6749 §4.1,
+    RFC 7636), asking for `scope` (and `resource`, RFC 8707), and the refresh token it yields becomes the user's
+    secret (web/connect.py): no administrator handles it. `issuer` is the upstream authorization server's issuer
+    identifier (RFC 8414 §2); when set, the authorization response must name it in `iss` (RFC 9207 §2.4), which
+    stops a mix-up with another server's response. Without `authorization_endpoint`, an administrator stores each
+    user's token (`chamberlain vault set SOURCE NAME.USER_ID --user NAME --kind refresh_token --bind SERVER`).
 
     The client authenticates with client_secret_basic when it has a secret (inline or in the vault); without one
     it is a public client and sends only `client_id` (RFC 6749 §2.3.1, §3.2.1). A rotated refresh token in the
@@ -216,9 +261,11 @@ class RefreshTokenCredential(_Model):
     client_secret: SecretStr = NOT_GIVEN
     client_secret_vault: VaultReference | None = None
     vault: VaultReference
-    scope: str | None = None
+    scope: str | None = None  # RFC 6749 §3.3: asked for at authorization (connect) and on each refresh
     resource: str | None = None  # RFC 8707 §2.2: a resource in the refresh request narrows the access token
     per_user: bool = False
+    authorization_endpoint: AuthorizationEndpointUrl | None = None  # per-user only: where users connect
+    issuer: IssuerIdentifier | None = None  # RFC 9207: the `iss` the authorization response must carry
 
     @model_validator(mode="after")
     def _at_most_one_secret(self) -> RefreshTokenCredential:
@@ -228,7 +275,19 @@ class RefreshTokenCredential(_Model):
                 f"with per_user the vault secret's name must be at most {MAX_PER_USER_NAME} characters: each "
                 "user's secret is named NAME.USER_ID"
             )
+        if self.authorization_endpoint is not None and not self.per_user:
+            raise ValueError(
+                "'authorization_endpoint' is for per_user credentials (each user connects their own grant); a "
+                "shared refresh token is stored by an administrator"
+            )
+        if self.issuer is not None and self.authorization_endpoint is None:
+            raise ValueError("'issuer' is checked in authorization responses: give 'authorization_endpoint' too")
         return self
+
+    @property
+    def connectable(self) -> bool:
+        """Users connect their own grant at `{issuer}/connect/SERVER` (web/connect.py)."""
+        return self.per_user and self.authorization_endpoint is not None
 
 
 def per_user_secret_name(name: str, user_id: str) -> str:

@@ -93,8 +93,22 @@ class CredentialProblem(UpstreamError):
     token endpoint or the vault being briefly unreachable: no cached token is sent in its place."""
 
 
-def reconsent_message(source: str, upstream: str) -> str:
-    """What the user reads when the upstream grant is gone: the source, never a value."""
+CONNECT_PATH = "/connect"  # a tenant's page where a user grants a per-user credential (web/connect.py)
+
+
+def connect_url(issuer: str, upstream: str) -> str:
+    """Where a signed-in user of the tenant with this issuer connects their own grant for `upstream`."""
+    return f"{issuer}{CONNECT_PATH}/{upstream}"
+
+
+def reconsent_message(source: str, upstream: str, connect: str | None = None) -> str:
+    """What the user reads when the upstream grant is gone: the source, never a value, and where to consent again
+    (`connect`: the connect page, for a per-user credential users grant themselves; else an administrator)."""
+    if connect is not None:
+        return (
+            f"the authorization for '{source}' was revoked or has expired: re-consent needed (open {connect} in "
+            f"a browser to authorize '{source}' again, then retry '{upstream}')"
+        )
     return (
         f"the authorization for '{source}' was revoked or has expired: re-consent needed (authorize '{source}' "
         f"again, then retry '{upstream}')"
@@ -125,6 +139,7 @@ class SubjectTokenMinter:
     authorization server verifies it against Chamberlain's published JWKS)."""
 
     def __init__(self, issuer: str, keys: Callable[[], KeyRing], *, ttl: int = SUBJECT_TOKEN_TTL) -> None:
+        self.issuer = issuer
         self._issuer = issuer
         self._keys = keys
         self._ttl = ttl
@@ -166,19 +181,35 @@ def credentials_for(
         if config.vault is not None:
             return VaultHeader(config.header, _needs(vault).ref(config.vault), _needs(vault), clock)
         return StaticHeader(config.header, config.value)
-    secret: SecretStr | ClientSecretSource | None = None
-    if config.client_secret_vault is not None:
-        secret = _needs(vault).client_secret(_needs(vault).ref(config.client_secret_vault))
-    elif config.client_secret.get_secret_value():
-        secret = config.client_secret
-    endpoint = TokenEndpoint(config.token_endpoint, config.client_id, secret, http, clock, on_use)
+    endpoint = token_endpoint_for(config, vault=vault, http=http, clock=clock, on_use=on_use)
     if isinstance(config, ClientCredentialsCredential):
         return ClientCredentials(config, endpoint, clock)
     if isinstance(config, TokenExchangeCredential):
         return TokenExchange(config, endpoint, subject_tokens, clock, cache_size)
     if isinstance(config, RefreshTokenCredential):
-        return RefreshTokens(config, endpoint, _needs(vault), clock, cache_size)
+        access = _needs(vault)
+        # A per-user grant users connect themselves: the re-consent message names the connect page.
+        connect = connect_url(subject_tokens.issuer, access.upstream) if config.connectable else None
+        return RefreshTokens(config, endpoint, access, clock, cache_size, connect=connect)
     raise TypeError(f"unknown credential type {type(config).__name__}")
+
+
+def token_endpoint_for(
+    config: ClientCredentialsCredential | TokenExchangeCredential | RefreshTokenCredential,
+    *,
+    vault: VaultAccess | None,
+    http: httpx.AsyncClient | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    on_use: CredentialUse | None = None,
+) -> TokenEndpoint:
+    """The credential's token endpoint with its client authentication: the client secret inline, in the vault
+    (read through `vault` when a token is requested), or none (a public client)."""
+    secret: SecretStr | ClientSecretSource | None = None
+    if config.client_secret_vault is not None:
+        secret = _needs(vault).client_secret(_needs(vault).ref(config.client_secret_vault))
+    elif config.client_secret.get_secret_value():
+        secret = config.client_secret
+    return TokenEndpoint(config.token_endpoint, config.client_id, secret, http, clock, on_use)
 
 
 def _needs(vault: VaultAccess | None) -> VaultAccess:
@@ -206,10 +237,13 @@ class VaultAccess:
         source, configured = split_vault_reference(reference)
         return SecretRef(self.tenant, source, name if name is not None else configured)
 
-    async def read(self, ref: SecretRef, principal: AccessTokenClaims, *, shared: bool, purpose: str) -> bytes:
+    async def read(
+        self, ref: SecretRef, principal: AccessTokenClaims, *, shared: bool, purpose: str, connect: str | None = None
+    ) -> bytes:
         """The value for this request. `shared`: the credential is the gateway's own, whoever asks; a per-user
         credential found there is refused (its value would otherwise be cached and sent on other users' requests),
-        and the vault records the refusal."""
+        and the vault records the refusal. `connect`: where the user consents again when the credential is
+        unhealthy (a per-user grant users connect themselves)."""
         vault, user, request_id = self.vault, user_id_of(principal), current_request_id.get()
         try:
             if shared:
@@ -225,7 +259,7 @@ class VaultAccess:
                 self.tenant, self.upstream, user, request_id, ref, client_id=principal.client_id, purpose=purpose
             )
         except CredentialUnhealthy:
-            raise CredentialProblem("reauthorize", reconsent_message(ref.source, self.upstream)) from None
+            raise CredentialProblem("reauthorize", reconsent_message(ref.source, self.upstream, connect)) from None
         except (SecretNotFound, CredentialRefused) as refused:
             # Vault messages name the reference, never the value; the client learns only that none is usable.
             logger.info("upstream %s: %s", self.upstream, refused)
@@ -612,9 +646,12 @@ class RefreshTokens:
         access: VaultAccess,
         clock: Callable[[], float],
         cache_size: int,
+        *,
+        connect: str | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._access = access
+        self._connect = connect  # the connect page named by the re-consent message, for a grant users connect
         self._reference = config.vault
         self._per_user = config.per_user
         self._form = {"grant_type": REFRESH_TOKEN_GRANT}
@@ -672,11 +709,15 @@ class RefreshTokens:
             )
         except VaultError as problem:
             logger.error("upstream %s: could not mark %s unhealthy: %s", upstream, ref, problem)
-        raise CredentialProblem("reauthorize", reconsent_message(ref.source, upstream))
+        raise CredentialProblem("reauthorize", reconsent_message(ref.source, upstream, self._connect))
 
     async def _read(self, principal: AccessTokenClaims, ref: SecretRef) -> str:
         value = await self._access.read(
-            ref, principal, shared=not self._per_user, purpose="refresh token grant (RFC 6749 §6)"
+            ref,
+            principal,
+            shared=not self._per_user,
+            purpose="refresh token grant (RFC 6749 §6)",
+            connect=self._connect,
         )
         text = value.decode("ascii", "replace")
         if not _VSCHAR.fullmatch(text):

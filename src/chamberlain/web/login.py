@@ -20,6 +20,7 @@ from chamberlain.sessions.browser import start_session, user_has_mfa
 from chamberlain.store.users import User
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
+from chamberlain.web import connect
 from chamberlain.web.pages import message_page, render
 
 PASSWORD_PURPOSE = "password-change"
@@ -70,8 +71,8 @@ async def submit_login(request: Request) -> Response:
             status_code=401,
         )
     if result.user.must_change_password:
-        return _change_password_page(app, request, result.user, authorization)
-    return await _signed_in(app, request, result.user, authorization)
+        return _change_password_page(app, request, result.user, authorization, return_to)
+    return await _signed_in(app, request, result.user, authorization, return_to)
 
 
 def _missing_second_factor(app: Tenant, result: LoginResult) -> str | None:
@@ -108,7 +109,8 @@ async def submit_new_password(request: Request) -> Response:
     app = tenant_of(request)
     form = await request.form()
     fields = {name: value for name, value in form.items() if isinstance(value, str)}
-    authorization = await _authorization(app, fields.get("return_to", ""))
+    return_to = fields.get("return_to", "")
+    authorization = await _authorization(app, return_to)
     ticket = fields.get("ticket", "")
     user_id = app.password_change_tickets.redeem(ticket)
     user = await app.users.get(user_id) if user_id else None
@@ -126,13 +128,19 @@ async def submit_new_password(request: Request) -> Response:
         except PasswordPolicyError as problem:
             error = str(problem).capitalize() + "."
     if error is not None:
-        return _change_password_page(app, request, user, authorization, error=error)
+        return _change_password_page(app, request, user, authorization, return_to, error=error)
     await app.users.set_password(user.id, password_hash, must_change_password=False)
-    return await _signed_in(app, request, user, authorization)
+    return await _signed_in(app, request, user, authorization, return_to)
 
 
-async def _signed_in(app: Tenant, request: Request, user: User, authorization: AuthorizationRequest | None) -> Response:
-    target = app.path(f"/authorize?{authorization.query}" if authorization else "/login/done")
+async def _signed_in(
+    app: Tenant, request: Request, user: User, authorization: AuthorizationRequest | None, return_to: str
+) -> Response:
+    # Back to the authorization request, or to the connect page the sign-in began at (only this tenant's own).
+    if authorization is not None:
+        target = app.path(f"/authorize?{authorization.query}")
+    else:
+        target = connect.return_path(app, return_to) or app.path("/login/done")
     response = RedirectResponse(target, status_code=303)
     await start_session(
         app, request, response, user, client_id=authorization.client.client_id if authorization else None
@@ -146,6 +154,7 @@ def _change_password_page(
     request: Request,
     user: User,
     authorization: AuthorizationRequest | None,
+    return_to: str,
     *,
     error: str | None = None,
 ) -> Response:
@@ -154,7 +163,7 @@ def _change_password_page(
     context = {
         "csrf_token": app.csrf.token(browser_value, PASSWORD_PURPOSE, ticket),
         "ticket": ticket,
-        "return_to": authorization.query if authorization else "",
+        "return_to": authorization.query if authorization else return_to,
         "username": user.username,
         "error": error,
         "base": app.path(""),
