@@ -43,6 +43,7 @@ bench: install
 	$(PY) bench/rate_limit_bench.py
 	$(PY) bench/policy_bench.py
 	$(PY) bench/vault_bench.py
+	$(PY) bench/llm_proxy_bench.py
 	$(PY) bench/leak_guard_bench.py
 
 clean:

@@ -21,10 +21,12 @@ from chamberlain.demo.server import DemoHandler
 from chamberlain.gateway.asgi_upstream import AsgiUpstream
 from chamberlain.gateway.protected_resource import METADATA_PREFIX, protected_resource_metadata
 from chamberlain.gateway.proxy import McpProxy
+from chamberlain.llm.proxy import COUNT_TOKENS_PATH, MESSAGES_PATH, MessagesEndpoint, llm_resource_metadata
 from chamberlain.net.ssrf import Resolver
 from chamberlain.oauth import authorize, introspection, metadata, registration, revocation, token
 from chamberlain.settings import Settings
 from chamberlain.state import AppState, open_state
+from chamberlain.telemetry.otlp import OtlpMetricsEndpoint
 from chamberlain.tenancy.tenant import TENANT_PATH_PREFIX
 from chamberlain.web import login
 from chamberlain.web.pages import STATIC_DIR
@@ -60,7 +62,8 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         for name in ("oauth-authorization-server", "openid-configuration")
         for tenant in ("", TENANT_PATH)
     ] + [
-        Route(f"{METADATA_PREFIX}{tenant}/mcp/{{server}}", protected_resource_metadata, methods=["GET"])
+        Route(f"{METADATA_PREFIX}{tenant}{resource}", endpoint, methods=["GET"])
+        for resource, endpoint in (("/mcp/{server}", protected_resource_metadata), ("/llm", llm_resource_metadata))
         for tenant in ("", TENANT_PATH)
     ]
     routes = [
@@ -87,6 +90,8 @@ _APPENDED_OPENID_CONFIGURATION = Route(
 
 def _tenant_routes(settings: Settings) -> list[Route]:
     """One tenant's public surface: at the root for the default tenant, under /t/{tenant} for the others."""
+    from chamberlain.web import connect  # users connect their own upstream grants (issue 6)
+
     routes = [
         Route("/jwks.json", metadata.jwks, methods=["GET"]),
         Route("/authorize", authorize.authorize, methods=["GET"]),
@@ -95,10 +100,18 @@ def _tenant_routes(settings: Settings) -> list[Route]:
         Route("/login", login.submit_login, methods=["POST"]),
         Route("/login/password", login.submit_new_password, methods=["POST"]),
         Route("/login/done", login.signed_in_page, methods=["GET"]),
+        # The callback before the {server} pattern, which would take it (a server named "callback" cannot connect).
+        Route("/connect/callback", connect.callback, methods=["GET"]),
+        Route("/connect/{server}", connect.connect, methods=["GET"]),
         Route("/token", token.token, methods=["POST"]),
         Route("/revoke", revocation.revoke, methods=["POST"]),
         Route("/introspect", introspection.introspect, methods=["POST"]),
         Route("/mcp/{server}", McpProxy(), methods=["GET", "POST", "DELETE"]),
+        # The LLM API, where Claude Code's ANTHROPIC_BASE_URL (the tenant's issuer) sends the Messages API.
+        Route(MESSAGES_PATH, MessagesEndpoint(MESSAGES_PATH, metered=True), methods=["POST"]),
+        Route(COUNT_TOKENS_PATH, MessagesEndpoint(COUNT_TOKENS_PATH, metered=False), methods=["POST"]),
+        # Claude Code's own metrics (OTEL_EXPORTER_OTLP_ENDPOINT = the issuer), for traffic that bypasses the proxy.
+        Route("/v1/metrics", OtlpMetricsEndpoint(), methods=["POST"]),
     ]
     if settings.registration.dynamic_registration:
         routes.append(Route("/register", registration.register, methods=["POST"]))

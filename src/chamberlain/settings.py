@@ -19,10 +19,11 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
 from chamberlain.audit.settings import AuditSettings
+from chamberlain.cost.budgets import BudgetRule
 from chamberlain.gateway.server_config import ServerConfig
 from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
 from chamberlain.store.servers import check_server_name
-from chamberlain.tenancy.config import TenantConfig, TenantId
+from chamberlain.tenancy.config import LlmConfig, TenantConfig, TenantId
 from chamberlain.vault.settings import VaultSettings
 
 ENV_PREFIX = "CHAMBERLAIN_"
@@ -84,6 +85,10 @@ class Settings(_Section):
     # Who may reach which server and tool (policy/roles.py): the enterprise_roles document, as-is or extended.
     roles: RolesDocument = DEFAULT_ROLES
     audit: AuditSettings = AuditSettings()
+    # The default tenant's LLM proxy (/v1/messages): upstream, API keys from the vault, teams, model routes; and its
+    # spend limits (cost/budgets.py). Other tenants set both under `tenants:`.
+    llm: LlmConfig = LlmConfig()
+    budgets: tuple[BudgetRule, ...] = ()
     # Tenants' own settings (tenancy/config.py); each section set here wins over the one stored by the admin API.
     tenants: dict[TenantId, TenantConfig] = Field(default_factory=dict)
     # Shared state of replicas: rate limits and daily quotas (policy/rate_limits.py). Unset: per-process memory.

@@ -17,17 +17,23 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from chamberlain.audit.emit import keyed_hash_key
 from chamberlain.audit.service import AuditService
+from chamberlain.cost.alerts import AlertSender, vault_secrets
+from chamberlain.cost.budgets import BudgetGuard, BudgetRule
+from chamberlain.cost.pricing import Pricing
+from chamberlain.cost.recorder import UsageRecorder
 from chamberlain.crypto.master_key import MasterKey, load_master_key
 from chamberlain.crypto.signing_keys import KeyRing, load_signing_key
 from chamberlain.gateway.events import EventBus
 from chamberlain.gateway.sessions import SessionBinder
 from chamberlain.gateway.upstream import Upstream
 from chamberlain.identity.password_change import PasswordChangeTickets
+from chamberlain.llm.service import LlmService, StoredSpend
 from chamberlain.net.ssrf import AddressPolicy, Resolver, SystemResolver
 from chamberlain.oauth.cimd import ClientMetadataDocumentResolver
 from chamberlain.oauth.client_keys import ClientKeySets
@@ -46,9 +52,11 @@ from chamberlain.tenancy.tenant import ProtectedResource, Tenant
 from chamberlain.vault.envelope import EnvelopeBackend
 from chamberlain.vault.kek import KekRing, load_kek_ring
 from chamberlain.vault.leak_guard import LeakGuard
-from chamberlain.vault.openbao import OpenBaoConnection
 from chamberlain.vault.service import Vault
 from chamberlain.vault.storage import open_vault_storage
+
+if TYPE_CHECKING:
+    from chamberlain.vault.openbao import OpenBaoConnection
 
 logger = logging.getLogger(__name__)
 REFRESH_INTERVAL = 1.0
@@ -103,6 +111,26 @@ class AppState:
         )
         self._openbao: OpenBaoConnection | None = None
         self.leak_guard = LeakGuard()  # the values injected upstream, per tenant (see vault/leak_guard.py)
+        # The LLM proxy (llm/): prices, usage records written off the request path, budgets (held in Redis when
+        # redis_url is set) fed by settlements and by telemetry records, and alerts at their thresholds.
+        self.pricing = Pricing.load()
+        self.usage_recorder = UsageRecorder(self.database)
+        self.budget_alerts = AlertSender(
+            lambda tenant, reference: vault_secrets(self.vault)(tenant, reference),
+            resolver=self.resolver,
+            policy=fetch_policy,
+            audit=self.audit.log,
+            allow_http_loopback=registration.allow_private_networks,
+        )
+        self.budget_guard = BudgetGuard.from_settings(
+            settings,
+            StoredSpend(self.database),
+            alerts=self.budget_alerts,
+            audit=self.audit.log,
+            rules_of=self._budget_rules,
+        )
+        self.usage_recorder.subscribe(self.budget_guard.record_listener)
+        self.llm = LlmService(self)
         self._configured_servers = configured_servers(settings)
         self._tenants_version: tuple[tuple[str, float], ...] | None = None
         self._invalid_configs: set[tuple[str, str]] = set()
@@ -120,6 +148,10 @@ class AppState:
     def current_keys(self) -> KeyRing:
         return self.keyring
 
+    def _budget_rules(self, tenant_id: str) -> tuple[BudgetRule, ...]:
+        tenant = self.tenants.get(tenant_id)
+        return tenant.config.budgets if tenant is not None else ()
+
     async def sync_revocations(self) -> None:
         """Applies revocations written to the feed (by this process or others) right away."""
         self.revocations.apply(await revocations_since(self.database, self.revocations.last_id))
@@ -136,6 +168,7 @@ class AppState:
             self._tenants_version = version
         for tenant in list(self.tenants.values()):
             await self._refresh_servers(tenant)
+        await self.llm.refresh()
 
     async def _refresh_tenants(self, rows: list[TenantRow]) -> None:
         present = {self.settings.tenant} | {row.id for row in rows}
@@ -196,6 +229,7 @@ class AppState:
         await self.refresh()
         await self.audit.start()
         await self.events.start()
+        await self.usage_recorder.start()
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def close(self) -> None:
@@ -208,6 +242,10 @@ class AppState:
         if self._openbao is not None:
             await self._openbao.close()  # revokes its token unless vault.openbao.revoke_token_on_close is false
             self._openbao = None
+        await self.llm.aclose()
+        await self.budget_guard.aclose()
+        await self.budget_alerts.aclose()
+        await self.usage_recorder.aclose()  # writes what is queued
         await self.events.aclose()
         await self.audit.aclose()
         await self.rate_limiter.aclose()

@@ -106,6 +106,8 @@ def test_servers_add_list_remove(data_dir: Path) -> None:
     [
         ("Bad Name", "https://mcp.example.com", "invalid server name"),
         ("../etc", "https://mcp.example.com", "invalid server name"),
+        ("llm", "https://mcp.example.com", "reserved for the gateway's own credentials"),  # LLM API keys' binding
+        ("budget-alerts", "https://mcp.example.com", "reserved for the gateway's own credentials"),
         ("ok", "ftp://mcp.example.com", "invalid --url"),
         ("ok", "not a url", "invalid --url"),
     ],

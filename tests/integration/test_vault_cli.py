@@ -188,6 +188,14 @@ def test_a_value_from_a_file_loses_one_trailing_newline_only(home: Home, tmp_pat
     assert home.cli("vault", "get", "github", "multi").stdout == "line one\nline two"
 
 
+def test_the_gateways_own_bindings_need_no_server(home: Home) -> None:
+    home.ok("vault", "set", "anthropic", "api-key", "--from-stdin", "--bind", "llm", stdin="sk-ant-v1")
+    home.ok("vault", "set", "alerts", "webhook", "--from-stdin", "--bind", "budget-alerts", stdin="whsec_v1")
+    listed = one_line(home.ok("vault", "list"))
+    assert "llm" in listed
+    assert "budget-alerts" in listed
+
+
 def test_an_existing_credential_keeps_what_the_options_do_not_change(home: Home) -> None:
     home.ok("vault", "set", "github", "token", "--from-stdin", "--bind", "github", "--kind", "header", stdin="v1")
     home.ok("vault", "set", "github", "token", "--from-stdin", stdin="v2")

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from chamberlain.admin import clients, consents, groups, quotas, roles, servers, sessions, tenants, users
+from chamberlain.admin import clients, consents, cost, groups, quotas, roles, servers, sessions, tenants, users
 from chamberlain.admin.auth import AdminGate
 from chamberlain.admin.problems import PROBLEM_MEDIA_TYPE, ErrorContainment, install_problem_handlers
 
@@ -42,7 +42,7 @@ def create_admin_api() -> FastAPI:
         generate_unique_id_function=lambda route: route.name,  # operationId: list_users, create_user, …
     )
     install_problem_handlers(app)
-    for module in (users, roles, groups, clients, consents, servers, sessions, quotas, tenants):
+    for module in (users, roles, groups, clients, consents, servers, sessions, quotas, tenants, cost):
         app.include_router(module.router)
     app.add_middleware(AdminGate)
     app.add_middleware(ErrorContainment)  # added last: the outermost layer

@@ -83,14 +83,21 @@ def _challenge(tenant: Tenant, error: str | None = None, description: str | None
     return "Bearer " + ", ".join(parts)
 
 
+# Read-only routes open to roles with `audit_access: read` as well as to administrators (admin/cost.py).
+AUDIT_READABLE_PREFIXES = ("/cost/",)
+
+
 async def authenticate(tenant: Tenant, request: Request) -> Administrator:
-    """The administrator behind the request, or _Refusal."""
+    """The administrator behind the request (or an audit reader, on the audit-readable routes), or _Refusal."""
     authorization = request.headers.get("authorization")
     if authorization is not None:
         administrator = await _by_token(tenant, authorization)
     else:
         administrator = await _by_session(tenant, request)
-    if not is_administrator(tenant, administrator.user.roles):
+    profile = tenant.policy.profile(administrator.user.roles)
+    path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+    audit_readable = request.method in SAFE_METHODS and path.startswith(AUDIT_READABLE_PREFIXES)
+    if not profile.administrative and not (profile.audit_read and audit_readable):
         raise _Refusal(403, "administrative functions are not granted to this user in this tenant")
     return administrator
 

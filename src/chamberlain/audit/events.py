@@ -39,6 +39,7 @@ class Action(StrEnum):
     CREDENTIAL_ROTATED = "credential.rotated"
     CREDENTIAL_REFUSED = "credential.refused"
     MCP_REQUEST = "mcp.request"  # outcome success (allowed), denied, or error (upstream failed)
+    LLM_REQUEST = "llm.request"  # the LLM proxy: a request refused by policy, or its model rewritten by a route
     DLP_DETECTION = "dlp.detection"
     EXTERNAL_LOOKUP_BLOCKED = "external_lookup.blocked"
     BUDGET_ALERT = "budget.alert"

@@ -43,7 +43,7 @@ from chamberlain.cli.common import (
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.settings import Settings
 from chamberlain.store.database import Database
-from chamberlain.store.servers import ServerRepository, configured_servers
+from chamberlain.store.servers import RESERVED_BINDINGS, ServerRepository, configured_servers
 from chamberlain.store.users import UserRepository
 from chamberlain.store.vault import CredentialRecord
 from chamberlain.vault.backend import SecretRef, VaultError, check_name
@@ -168,7 +168,7 @@ async def _check_bindings(opened: _Opened, settings: Settings, bindings: tuple[s
     if opened.tenant == settings.tenant:
         known |= {server.name for server in configured_servers(settings)}
     for server in bindings:
-        if server not in known:
+        if server not in known and server not in RESERVED_BINDINGS:
             fail(f"no server named {server!r} in tenant {opened.tenant!r}: add it first ('chamberlain servers add')")
 
 

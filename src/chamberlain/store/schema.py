@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -331,4 +332,50 @@ vault_credentials = Table(
     Column("created_at", Float, nullable=False),
     Column("rotated_at", Float, nullable=False),  # when the current value was set: the age rotation checks
     PrimaryKeyConstraint("tenant_id", "source", "name"),
+)
+
+# -- cost (cost/): one row per LLM request or telemetry report, appended off the request path ---------------------
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", String(32), primary_key=True),  # random, made by the writer
+    Column("tenant_id", String(64), nullable=False),  # no foreign key: an append-only log, like audit_events
+    Column("at", Float, nullable=False),
+    Column("user_id", String(200), nullable=True),  # the token's subject, or the user telemetry names
+    Column("team", String(128), nullable=True),  # from the roles at the time (cost/teams.py)
+    Column("client_id", String(2000), nullable=True),
+    Column("model", String(200), nullable=False),  # the model served
+    Column("requested_model", String(200), nullable=True),  # set when routing rewrote the request's model
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cache_creation_input_tokens", Integer, nullable=False),  # every cache write, both lifetimes
+    Column("cache_creation_1h_input_tokens", Integer, nullable=False),  # of which written for one hour
+    Column("cache_read_input_tokens", Integer, nullable=False),
+    Column("web_search_requests", Integer, nullable=False),
+    # List cost in billionths of a dollar: integers sum exactly in SQL on both backends (a NUMERIC on SQLite is a
+    # float); a price of up to three decimals per million tokens costs a whole number of them per token.
+    Column("cost_nanousd", BigInteger, nullable=False),
+    Column("latency_ms", Float, nullable=True),
+    Column("source", String(16), nullable=False),  # "proxy" or "telemetry"
+    Column("request_id", String(200), nullable=True),
+    Column("session_id", String(200), nullable=True),
+    Column("complete", Boolean, nullable=False),  # false: a response cut off mid-stream
+    Index("ix_usage_records_time", "tenant_id", "at"),
+    Index("ix_usage_records_user", "tenant_id", "user_id", "at"),
+    Index("ix_usage_records_team", "tenant_id", "team", "at"),
+)
+
+llm_virtual_keys = Table(
+    "llm_virtual_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),  # what listings and revocation name; never the key
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", LargeBinary, nullable=False, unique=True),  # HMAC-SHA256 of the key, master-key subkey
+    Column("name", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Index("ix_llm_virtual_keys_tenant_user", "tenant_id", "user_id"),
 )

@@ -35,12 +35,26 @@ SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _CONFIGURED_SERVER_IDS = uuid.UUID("5d0c3a52-3f0e-4a43-9a4e-2f6b1c1f7d10")
 
 
+# Vault bindings that name a function of the gateway rather than an MCP server: the LLM API's keys, the secrets that
+# sign budget alert webhooks. No server may take one of these names: it would reach those credentials.
+LLM_BINDING = "llm"
+BUDGET_ALERTS_BINDING = "budget-alerts"
+RESERVED_BINDINGS = frozenset({LLM_BINDING, BUDGET_ALERTS_BINDING})
+
+
 def check_server_name(name: str) -> str:
     if not SERVER_NAME.fullmatch(name):
         raise ValueError(
             f"invalid server name {name!r}: use 1-63 of a-z, 0-9, '-' and '_', starting with a letter or digit"
         )
+    if name in RESERVED_BINDINGS:
+        raise ValueError(f"the server name {name!r} is reserved for the gateway's own credentials")
     return name
+
+
+def check_binding(name: str) -> str:
+    """What a vault credential may be bound to: a server's name, or one of the gateway's reserved bindings."""
+    return name if name in RESERVED_BINDINGS else check_server_name(name)
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,7 @@ class ServerRepository:
         self._master_key = master_key
 
     async def add(self, name: str, config: ServerConfig) -> Server:
+        check_server_name(name)
         server_id = str(uuid.uuid4())
         public, secret_values = _split_secrets(config)
         encrypted = (

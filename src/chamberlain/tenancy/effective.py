@@ -1,7 +1,8 @@
 """A tenant's configuration in force: what the store holds, with each section the config file sets replacing it.
 
-The file's part is `tenants.ID` in chamberlain.yaml and, for the default tenant, the top-level `roles:` when the file
-sets it. Used by the running gateway (state.py) and by CLI commands that enforce a tenant's quotas.
+The file's part is `tenants.ID` in chamberlain.yaml and, for the default tenant, the top-level `roles:`, `llm:` and
+`budgets:` when the file sets them. Used by the running gateway (state.py) and by CLI commands that enforce a
+tenant's quotas.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from chamberlain.store.database import Database
 from chamberlain.store.tenants import TenantRepository
 from chamberlain.tenancy.config import TenantConfig
 
+# Top-level settings that are the default tenant's sections when the file sets them.
+_DEFAULT_TENANT_SECTIONS = ("roles", "llm", "budgets")
+
 
 def from_file(settings: Settings, tenant_id: str) -> TenantConfig:
     configured = settings.tenants.get(tenant_id, TenantConfig())
-    if tenant_id == settings.tenant and "roles" in settings.model_fields_set:
-        return configured.model_copy(update={"roles": settings.roles})
-    return configured
+    if tenant_id != settings.tenant:
+        return configured
+    given = {key: getattr(settings, key) for key in _DEFAULT_TENANT_SECTIONS if key in settings.model_fields_set}
+    return configured.model_copy(update=given) if given else configured
 
 
 def effective_config(settings: Settings, tenant_id: str, stored: dict[str, Any] | None) -> TenantConfig:

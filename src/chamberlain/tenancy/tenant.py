@@ -75,6 +75,10 @@ class Tenant:
         self.admin_api = ProtectedResource(
             Server(f"admin-api:{tenant_id}", tenant_id, "admin-api", (), None, "config", None), self.admin_resource
         )
+        # The LLM API (/v1/messages, llm/) likewise: tokens for {issuer}/llm are good there only, and MCP tokens not.
+        self.llm_resource = ProtectedResource(
+            Server(f"llm:{tenant_id}", tenant_id, "llm", (), None, "config", None), f"{self.issuer}/llm"
+        )
         self.users = UserRepository(database, tenant_id)
         self.clients = ClientRepository(database, tenant_id)
         self.servers = ServerRepository(database, tenant_id, shared.master_key)
@@ -155,6 +159,8 @@ class Tenant:
     def resource_by_url(self, url: str) -> ProtectedResource | None:
         if url == self.admin_resource:
             return self.admin_api
+        if url == self.llm_resource.resource:
+            return self.llm_resource
         prefix = f"{self.issuer}/mcp/"
         if not url.startswith(prefix):
             return None

@@ -17,7 +17,7 @@ from typing import Any
 from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
 from chamberlain.audit.log import AuditLog
 from chamberlain.store.database import Database
-from chamberlain.store.servers import check_server_name
+from chamberlain.store.servers import check_binding
 from chamberlain.store.vault import CredentialRecord, VaultRepository
 from chamberlain.vault.backend import SecretBackend, SecretNotFound, SecretRef, SecretVersion, VaultError
 from chamberlain.vault.settings import CredentialKind, VaultSettings
@@ -86,7 +86,7 @@ class Vault:
         """Stores a new version of the value and sets the credential's record (created the first time). The
         previous versions stay until purged. A new value makes an unhealthy credential healthy again."""
         for server in bindings:
-            check_server_name(server)
+            check_binding(server)
         if max_age is not None and max_age <= 0:
             raise ValueError("max_age must be a positive number of seconds")
         if not value:
