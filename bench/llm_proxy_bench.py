@@ -32,7 +32,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,19 +39,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: `bench` and `tests` packages
 
-from bench._common import (
-    REPO,
-    Gateway,
-    PhaseResult,
-    RawConnection,
-    Request,
-    free_port,
-    http_request,
-    num,
-    run_phase,
-    table,
+from bench._common import REPO, Gateway, PhaseResult, free_port, http_request, num, table
+from bench._proxy_run import (
+    PHASE_HEADERS,
+    Run,
+    Server,
+    load_level,
+    measure_targets,
+    parse_args,
+    phase_row,
+    prepare_chamberlain,
+    print_failures,
+    ratio,
+    run_bench,
+    serve_chamberlain,
+    start_server,
 )
-from bench.mcp_proxy_bench import Server, start_server, stop, user_access_token
 
 from chamberlain.audit.log import AuditLog
 from chamberlain.crypto.master_key import load_master_key
@@ -66,29 +68,15 @@ from chamberlain.vault.settings import CredentialKind
 
 LEVELS = (1, 16, 64)
 MODES = ("non-streamed", "streamed")
-USER, USER_PASSWORD = "bench", "bench password, long enough"
+MEASURED_PER = "target, mode and level"  # what one --seconds measures
 MODEL = "claude-sonnet-4-5"
 UPSTREAM_KEY = "sk-ant-api03-bench-key-for-the-stand-in"
 LITELLM = REPO / "bench" / ".peers" / "litellm"
 LITELLM_STAMP = LITELLM / ".installed"
-REQUEST_TIMEOUT = 20.0
 
 # Issue 9, acceptance 5: Chamberlain's targets, with authentication, accounting and budgets on.
 CPU_TARGET_MS = {"non-streamed": 1.0, "streamed": 2.0}
 ADDED_P50_TARGET_MS = 1.0  # at one client
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per target, mode and level [5]")
-    parser.add_argument("--warmup-seconds", type=float, default=1.0, help="warm-up before each level [1]")
-    parser.add_argument("--quick", action="store_true", help="2 s per level, 0.5 s warm-up")
-    parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
-    args = parser.parse_args()
-    if args.quick:
-        args.seconds, args.warmup_seconds = 2.0, 0.5
-    return args
 
 
 # -- the targets ------------------------------------------------------------------------------------------------------
@@ -133,8 +121,6 @@ async def store_api_key(data_dir: Path) -> None:
 
 
 def start_chamberlain(work: Path, upstream: Target) -> tuple[Gateway, Target]:
-    gateway = Gateway(work / "chamberlain")
-    gateway.data_dir.mkdir()
     admin = {"mcp_servers": "*", "data_classification_access": "*", "administrative_functions": True}
     llm = {
         "upstream_url": f"http://127.0.0.1:{upstream.port}",
@@ -147,16 +133,10 @@ def start_chamberlain(work: Path, upstream: Target) -> tuple[Gateway, Target]:
         # Every request is held against it and settled; large enough never to refuse during the bench.
         "budgets": [{"scope": "user", "period": "month", "limit_usd": 10_000_000}],
     }
-    (gateway.data_dir / "chamberlain.yaml").write_text(json.dumps(config))
-    gateway.init()
-    gateway.add_user(USER, USER_PASSWORD, role="admin")
+    gateway = prepare_chamberlain(work, config)
     asyncio.run(store_api_key(gateway.data_dir))
-    gateway.start()
-    assert gateway.process is not None
-    token = asyncio.run(user_access_token(gateway.base_url, f"{gateway.base_url}/llm"))
-    target = Target("chamberlain", Server("chamberlain", gateway.process), gateway.port)
-    target.headers = {"Authorization": f"Bearer {token}"}
-    return gateway, target
+    server, token = serve_chamberlain(gateway, "/llm", client_name="llm proxy bench")
+    return gateway, Target("chamberlain", server, gateway.port, {"Authorization": f"Bearer {token}"})
 
 
 def ensure_litellm() -> bool:
@@ -214,6 +194,17 @@ def start_litellm(work: Path, upstream: Target) -> Target:
     return Target("litellm", server, port, {"Authorization": f"Bearer {master_key}"})
 
 
+def start_peer(run: Run, upstream: Target) -> Target | None:
+    """LiteLLM in front of the stand-in, unless skipped or its install failed."""
+    if run.args.no_litellm or not ensure_litellm():
+        return None
+    began = time.monotonic()
+    litellm = start_litellm(run.work, upstream)
+    run.track(litellm.server)
+    print(f"  litellm {litellm_version()}: started in {time.monotonic() - began:.0f} s")
+    return litellm
+
+
 # -- load -------------------------------------------------------------------------------------------------------------
 
 
@@ -224,43 +215,23 @@ class Measured:
     failures: list[str] = field(default_factory=list)
 
 
-def call(connection: RawConnection, request: bytes, mode: str, failures: list[str]) -> Request:
-    complete = b'"usage"' if mode == "non-streamed" else b"message_stop"
-
-    async def one() -> bool:
-        try:
-            status, body = await asyncio.wait_for(connection.send(request), REQUEST_TIMEOUT)
-        except TimeoutError:
-            await connection.close()  # the late answer must not be read as the next call's
-            status, body = 0, f"no answer within {REQUEST_TIMEOUT:g} s".encode()
-        if status == 200 and complete in body:
-            return True
-        if len(failures) < 3:
-            failures.append(f"{mode} {status or 'timeout'}: {body[:200].decode(errors='replace')}")
-        return False
-
-    return one
-
-
 async def load(target: Target, args: argparse.Namespace) -> Measured:
     measured = Measured(target)
     for mode in MODES:
         request = target.request(mode)
         for clients in LEVELS:
-            connections = [RawConnection("127.0.0.1", target.port) for _ in range(clients)]
-            workers = [call(connection, request, mode, measured.failures) for connection in connections]
-            measured.phases[(mode, clients)] = await run_phase(
-                f"{target.label} {mode}",
-                workers,
-                gateway=target.server,
+            measured.phases[(mode, clients)] = await load_level(
+                target,
+                clients,
+                request,
+                args,
+                name=f"{target.label} {mode}",
+                # a request counts only once its whole answer came: the usage ends a body, message_stop a stream
+                complete=b'"usage"' if mode == "non-streamed" else b"message_stop",
+                failures=measured.failures,
+                failure_prefix=f"{mode} ",
                 max_requests=1_000_000,  # in practice the deadline ends a level
-                max_seconds=args.seconds,
-                warmup=1_000_000,
-                warmup_seconds=args.warmup_seconds,
-                measure_db=False,
             )
-            for connection in connections:
-                await connection.close()
     return measured
 
 
@@ -272,40 +243,20 @@ def measure(target: Target, args: argparse.Namespace) -> Measured:
 # -- report -----------------------------------------------------------------------------------------------------------
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
-
-
 def report(results: Sequence[Measured]) -> None:
     direct = results[0]
     for mode in MODES:
         rows = []
         for result in results:
             for clients in LEVELS:
-                phase = result.phases[(mode, clients)]
-                added = phase.p50 - direct.phases[(mode, clients)].p50 if result is not direct else None
-                rows.append(
-                    [
-                        result.target.label,
-                        str(clients),
-                        num(phase.wall_rps),
-                        num(phase.p50, 2),
-                        num(phase.p99, 2),
-                        num(added, 2),
-                        num(phase.server_ms_per_request, 3),
-                        num(phase.others_cores, 2),
-                        num(phase.client_ms_per_request, 3),
-                        str(phase.errors),
-                    ]
-                )
+                alone = direct.phases[(mode, clients)] if result is not direct else None
+                rows.append(phase_row(result.target.label, clients, result.phases[(mode, clients)], alone))
         print(f"\n/v1/messages, {mode}, keep-alive loopback connections")
-        headers = ["target", "clients", "req/s", "p50 ms", "p99 ms", "added p50", "server CPU ms/req", "others"]
-        print(table([*headers, "client ms/req", "errors"], rows))
+        print(table(PHASE_HEADERS, rows))
     print("  (server CPU: the measured process tree per request, the stand-in itself for the direct rows; others:")
     print("   cores used by everything else, i.e. the stand-in behind a gateway; client: this load generator)")
     for result in results:
-        for failure in result.failures:
-            print(f"  {result.target.label} failed a call with {failure}")
+        print_failures(result.target.label, result.failures)
     noise = max(phase.others_cores for phase in direct.phases.values())
     if noise > 0.25:
         print(f"  WARNING: other processes kept up to {noise:.2f} cores busy while the stand-in ran alone: rerun on a "
@@ -337,55 +288,20 @@ def report(results: Sequence[Measured]) -> None:
 # -- main -------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    work: Path
-    args: argparse.Namespace
-    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def measure_each(self) -> Iterator[Measured]:
-        upstream = start_upstream(self.work)
-        self.started.append(upstream.server.process)
-        yield measure(upstream, self.args)
-
-        gateway, chamberlain = start_chamberlain(self.work, upstream)
-        try:
-            yield measure(chamberlain, self.args)
-        finally:
-            gateway.stop()
-
-        if self.args.no_litellm or not ensure_litellm():
-            return
-        began = time.monotonic()
-        litellm = start_litellm(self.work, upstream)
-        self.started.append(litellm.server.process)
-        print(f"  litellm {litellm_version()}: started in {time.monotonic() - began:.0f} s")
-        yield measure(litellm, self.args)
-
-    def stop_all(self) -> None:
-        for process in reversed(self.started):
-            stop(process)
+def measure_each(run: Run) -> Iterator[Measured]:
+    return measure_targets(run, start_upstream, start_chamberlain, start_peer, measure)
 
 
 def main() -> None:
-    args = parse_args()
-    began = time.monotonic()
-    print(
-        f"llm_proxy_bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; per target, mode and level "
-        f"{args.warmup_seconds:g} s warm-up, then {args.seconds:g} s measured"
+    args = parse_args(__doc__ or "", measured_per=MEASURED_PER, peer="litellm", peer_name="LiteLLM")
+    run_bench(
+        "llm_proxy_bench",
+        args,
+        measured_per=MEASURED_PER,
+        work_prefix="chamberlain-llm-bench-",
+        measure_each=measure_each,
+        report=report,
     )
-    work = Path(tempfile.mkdtemp(prefix="chamberlain-llm-bench-"))
-    run = Run(work, args)
-    try:
-        results = list(run.measure_each())
-    finally:
-        run.stop_all()
-        if args.keep:
-            print(f"\nkept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    report(results)
-    print(f"\ntotal {time.monotonic() - began:.0f} s")
 
 
 if __name__ == "__main__":

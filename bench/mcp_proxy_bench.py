@@ -27,16 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,26 +40,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: `bench` and `tests` packages
 
 import httpx
-from bench._common import (
-    REPO,
-    Gateway,
-    PhaseResult,
-    RawConnection,
-    Request,
-    free_port,
-    http_request,
-    num,
-    process_cpu_seconds,
-    run_phase,
-    table,
-    thread_cpu_seconds,
+from bench._common import REPO, Gateway, PhaseResult, free_port, http_request, num, table
+from bench._proxy_run import (
+    PHASE_HEADERS,
+    Memory,
+    Run,
+    Server,
+    load_level,
+    measure_targets,
+    parse_args,
+    phase_row,
+    prepare_chamberlain,
+    print_failures,
+    process_tree,
+    ratio,
+    run_bench,
+    serve_chamberlain,
+    start_server,
+    stop,
 )
-from tests.support.browser import Browser
-from tests.support.oauth import Pkce, authorization_url, exchange_code, redirect_params, register
 
 LEVELS = (1, 16, 64)
+MEASURED_PER = "target and level"  # what one --seconds measures
 SERVER = "bench"  # the upstream's name in Chamberlain's `servers:` and in ContextForge
-USER, USER_PASSWORD = "bench", "bench password, long enough"
 PROTOCOL_VERSION = "2025-11-25"
 CONTEXTFORGE = REPO / "bench" / ".peers" / "contextforge"  # the venv bench/peers/install_contextforge.sh makes
 CONTEXTFORGE_ADMIN = "admin@example.com"
@@ -75,120 +73,6 @@ ADDED_P50_TARGET_MS = 1.0  # at one client
 THROUGHPUT_TARGET = 0.5  # through the gateway / direct, at 16 clients
 IDLE_RSS_TARGET_MB = 150.0
 LOADED_RSS_TARGET_MB = 300.0
-REQUEST_TIMEOUT = 20.0  # seconds; a call still unanswered then is an error (ContextForge's DB pool waits 30 s)
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per target and level [5]")
-    parser.add_argument("--warmup-seconds", type=float, default=1.0, help="warm-up before each level [1]")
-    parser.add_argument("--quick", action="store_true", help="2 s per level, 0.5 s warm-up")
-    parser.add_argument("--no-contextforge", action="store_true", help="skip ContextForge")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
-    args = parser.parse_args()
-    if args.quick:
-        args.seconds, args.warmup_seconds = 2.0, 0.5
-    return args
-
-
-# -- processes: the measured server's whole tree ----------------------------------------------------------------------
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and its live descendants (ContextForge forks a sandbox pool; Chamberlain may run stdio upstreams)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry.name))
-    found, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        found.append(pid)
-        pending.extend(children.get(pid, ()))
-    return found
-
-
-def memory_kib(pid: int, path: str, key: bytes) -> int:
-    """One `Key:   N kB` line of /proc/<pid>/status or smaps_rollup; 0 when absent (a zombie has none)."""
-    with open(f"/proc/{pid}/{path}", "rb") as lines:
-        for line in lines:
-            if line.startswith(key):
-                return int(line.split()[1])
-    return 0
-
-
-@dataclass(frozen=True)
-class Memory:
-    rss_mb: float  # VmRSS of the server's main process: the figure the targets are about
-    tree_pss_mb: float  # proportional set size summed over its tree: forked helpers' shared pages counted once
-
-
-@dataclass
-class Server:
-    """A server process the bench started, with what `run_phase` reads from a gateway: CPU of the whole tree."""
-
-    label: str
-    process: subprocess.Popen[bytes]
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for pid in process_tree(self.pid):
-            with contextlib.suppress(OSError, ValueError, IndexError):  # exited between the listing and the read
-                total += process_cpu_seconds(pid)
-        return total
-
-    def event_loop_cpu_seconds(self) -> float:
-        return thread_cpu_seconds(self.pid, self.pid)
-
-    def memory(self, tree: Sequence[int] | None = None) -> Memory:
-        pss = 0
-        for pid in tree or process_tree(self.pid):
-            with contextlib.suppress(OSError, ValueError):
-                pss += memory_kib(pid, "smaps_rollup", b"Pss:")
-        return Memory(memory_kib(self.pid, "status", b"VmRSS:") / 1024, pss / 1024)
-
-
-def start_server(
-    label: str, command: Sequence[str], port: int, log: Path, *, env: dict[str, str] | None = None, cwd: Path = REPO
-) -> Server:
-    """Starts `command` with its output in `log` and returns once it accepts connections on `port`."""
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            list(command), stdout=output, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
-        )
-    deadline = time.monotonic() + 180  # ContextForge migrates its database before it listens
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{label} exited early; see {log}")
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return Server(label, process)
-        if time.monotonic() > deadline:
-            stop(process)
-            raise RuntimeError(f"{label} did not start listening in time; see {log}")
-        time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's own process group (its forked helpers too), SIGKILL if it does not go."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
 
 
 # -- the three targets ------------------------------------------------------------------------------------------------
@@ -230,31 +114,9 @@ def start_upstream(work: Path) -> Target:
     return Target("direct (SDK upstream)", server, port, "/mcp", "echo")
 
 
-async def user_access_token(base_url: str, resource: str) -> str:
-    """The bench user's access token for `resource`: sign-in and consent, then the code exchange (PKCE)."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        client = await register(http, client_name="mcp proxy bench")
-        pkce = Pkce.new()
-        async with Browser(base_url) as browser:
-            url = authorization_url(client["client_id"], resource, pkce)
-            redirect = await browser.authorize(url, username=USER, password=USER_PASSWORD)
-        exchanged = await exchange_code(http, client["client_id"], redirect_params(redirect)["code"], pkce.verifier)
-        if exchanged.status_code != 200:
-            raise RuntimeError(f"code exchange failed: {exchanged.status_code} {exchanged.text}")
-        return str(exchanged.json()["access_token"])
-
-
 def start_chamberlain(work: Path, upstream: Target) -> tuple[Gateway, Target]:
-    gateway = Gateway(work / "chamberlain")
-    gateway.data_dir.mkdir()
-    upstream_url = f"http://127.0.0.1:{upstream.port}/mcp"
-    (gateway.data_dir / "chamberlain.yaml").write_text(json.dumps({"servers": {SERVER: {"url": upstream_url}}}))
-    gateway.init()
-    gateway.add_user(USER, USER_PASSWORD, role="admin")  # the built-in admin role reaches every server
-    gateway.start()
-    assert gateway.process is not None
-    token = asyncio.run(user_access_token(gateway.base_url, f"{gateway.base_url}/mcp/{SERVER}"))
-    server = Server("chamberlain", gateway.process)
+    gateway = prepare_chamberlain(work, {"servers": {SERVER: {"url": f"http://127.0.0.1:{upstream.port}/mcp"}}})
+    server, token = serve_chamberlain(gateway, f"/mcp/{SERVER}", client_name="mcp proxy bench")
     return gateway, Target("chamberlain", server, gateway.port, f"/mcp/{SERVER}", "echo", token)
 
 
@@ -328,6 +190,20 @@ async def publish_on_contextforge(base_url: str, token: str, upstream: Target) -
         return f"/servers/{created['id']}/mcp"  # MCP endpoints stay unversioned: /v1/servers/{id}/mcp is a 404
 
 
+def start_peer(run: Run, upstream: Target) -> Target | None:
+    """ContextForge in front of the upstream, unless skipped or not installed."""
+    if run.args.no_contextforge:
+        return None
+    if not (CONTEXTFORGE / "bin" / "mcpgateway").exists():
+        print(f"  contextforge: not installed in {CONTEXTFORGE}; run bench/peers/install_contextforge.sh")
+        return None
+    began = time.monotonic()
+    contextforge = start_contextforge(run.work, upstream)
+    run.track(contextforge.server)
+    print(f"  contextforge: started and set up in {time.monotonic() - began:.0f} s")
+    return contextforge
+
+
 # -- load -------------------------------------------------------------------------------------------------------------
 
 
@@ -345,25 +221,6 @@ class Measured:
     failures: list[str] = field(default_factory=list)
 
 
-def tool_call(connection: RawConnection, request: bytes, timeout: float, failures: list[str]) -> Request:
-    """One `tools/call`; a tool error, a JSON-RPC error or no answer within `timeout` counts as an error, and the
-    first few go to `failures` for the report."""
-
-    async def one() -> bool:
-        try:
-            status, body = await asyncio.wait_for(connection.send(request), timeout)
-        except TimeoutError:
-            await connection.close()  # the late answer must not be read as the next call's
-            status, body = 0, f"no answer within {timeout:g} s".encode()
-        if status == 200 and b'"isError":false' in body:
-            return True
-        if len(failures) < 3:
-            failures.append(f"{status or 'timeout'}: {body[:200].decode(errors='replace')}")
-        return False
-
-    return one
-
-
 async def peak_memory(server: Server, done: asyncio.Event) -> Memory:
     tree = process_tree(server.pid)  # listed once: scanning /proc often would load the machine under test
     peak = server.memory(tree)
@@ -378,24 +235,20 @@ async def load(target: Target, args: argparse.Namespace) -> Measured:
     measured = Measured(target, target.server.memory())
     request = target.request()
     for clients in LEVELS:
-        connections = [RawConnection("127.0.0.1", target.port) for _ in range(clients)]
-        workers = [tool_call(connection, request, REQUEST_TIMEOUT, measured.failures) for connection in connections]
         done = asyncio.Event()
         sampler = asyncio.create_task(peak_memory(target.server, done))
-        phase = await run_phase(
-            target.label,
-            workers,
-            gateway=target.server,
+        phase = await load_level(
+            target,
+            clients,
+            request,
+            args,
+            name=target.label,
+            complete=b'"isError":false',  # a tool error or a JSON-RPC error is a failed call
+            failures=measured.failures,
             max_requests=100_000,  # in practice the deadline ends a level
-            max_seconds=args.seconds,
-            warmup=100_000,
-            warmup_seconds=args.warmup_seconds,
-            measure_db=False,
         )
         done.set()
         measured.levels[clients] = Level(phase, await sampler)
-        for connection in connections:
-            await connection.close()
     return measured
 
 
@@ -407,40 +260,20 @@ def measure(target: Target, args: argparse.Namespace) -> Measured:
 # -- report -----------------------------------------------------------------------------------------------------------
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
-
-
 def report(results: Sequence[Measured]) -> None:
     direct = results[0]
     rows = []
     for result in results:
         for clients, level in result.levels.items():
-            phase = level.phase
-            added = phase.p50 - direct.levels[clients].phase.p50 if result is not direct else None
-            rows.append(
-                [
-                    result.target.label,
-                    str(clients),
-                    num(phase.wall_rps),
-                    num(phase.p50, 2),
-                    num(phase.p99, 2),
-                    num(added, 2),
-                    num(phase.server_ms_per_request, 3),
-                    num(phase.others_cores, 2),
-                    num(phase.client_ms_per_request, 3),
-                    str(phase.errors),
-                ]
-            )
+            alone = direct.levels[clients].phase if result is not direct else None
+            rows.append(phase_row(result.target.label, clients, level.phase, alone))
     print("\ntools/call, plain JSON-RPC over keep-alive loopback connections")
     print("(server CPU: the measured process tree per request, the upstream itself for the direct rows;")
     print(" others: cores used by everything else, i.e. the upstream behind a gateway; client: this load generator)\n")
-    headers = ["target", "clients", "req/s", "p50 ms", "p99 ms", "added p50", "server CPU ms/req", "others"]
-    print(table([*headers, "client ms/req", "errors"], rows))
+    print(table(PHASE_HEADERS, rows))
 
     for result in results:
-        for failure in result.failures:
-            print(f"  {result.target.label} failed a call with {failure}")
+        print_failures(result.target.label, result.failures)
     noise = max(level.phase.others_cores for level in direct.levels.values())
     if noise > 0.25:
         print(
@@ -507,58 +340,20 @@ def print_targets(chamberlain: Measured, direct: Measured) -> None:
 # -- main -------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    work: Path
-    args: argparse.Namespace
-    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def measure_each(self) -> Iterator[Measured]:
-        upstream = start_upstream(self.work)
-        self.started.append(upstream.server.process)
-        yield measure(upstream, self.args)
-
-        gateway, chamberlain = start_chamberlain(self.work, upstream)
-        try:
-            yield measure(chamberlain, self.args)
-        finally:
-            gateway.stop()
-
-        if self.args.no_contextforge:
-            return
-        if not (CONTEXTFORGE / "bin" / "mcpgateway").exists():
-            print(f"  contextforge: not installed in {CONTEXTFORGE}; run bench/peers/install_contextforge.sh")
-            return
-        began = time.monotonic()
-        contextforge = start_contextforge(self.work, upstream)
-        self.started.append(contextforge.server.process)
-        print(f"  contextforge: started and set up in {time.monotonic() - began:.0f} s")
-        yield measure(contextforge, self.args)
-
-    def stop_all(self) -> None:
-        for process in reversed(self.started):
-            stop(process)
+def measure_each(run: Run) -> Iterator[Measured]:
+    return measure_targets(run, start_upstream, start_chamberlain, start_peer, measure)
 
 
 def main() -> None:
-    args = parse_args()
-    began = time.monotonic()
-    print(
-        f"mcp_proxy_bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; per target and level "
-        f"{args.warmup_seconds:g} s warm-up, then {args.seconds:g} s measured"
+    args = parse_args(__doc__ or "", measured_per=MEASURED_PER, peer="contextforge", peer_name="ContextForge")
+    run_bench(
+        "mcp_proxy_bench",
+        args,
+        measured_per=MEASURED_PER,
+        work_prefix="chamberlain-mcp-bench-",
+        measure_each=measure_each,
+        report=report,
     )
-    work = Path(tempfile.mkdtemp(prefix="chamberlain-mcp-bench-"))
-    run = Run(work, args)
-    try:
-        results = list(run.measure_each())
-    finally:
-        run.stop_all()
-        if args.keep:
-            print(f"\nkept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    report(results)
-    print(f"\ntotal {time.monotonic() - began:.0f} s")
 
 
 if __name__ == "__main__":

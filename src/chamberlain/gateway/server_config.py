@@ -49,21 +49,30 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
-def _token_endpoint_url(url: str) -> str:
-    """An admin-configured token endpoint: trusted, but the gateway's client secret must not cross the network in
-    clear text (RFC 6749 §2.3.1, §3.2: TLS is required), so plain http is allowed on loopback only."""
+def _authorization_server_url(url: str, what: str, rule: str, *, query: bool = True) -> str:
+    """An admin-configured URL of an upstream authorization server: trusted, but what crosses to it (the gateway's
+    client secret, an authorization code) must not cross the network in clear text (RFC 6749 §2.3.1, §3.1.2.1;
+    OAuth 2.1 §1.5), so plain http is allowed on loopback only; absolute, with no fragment (`rule` names where
+    that comes from), no user or password, and no query where `query` is false."""
     try:
         parts = urlsplit(url)
         host = parts.hostname
     except ValueError:
-        raise ValueError("the token endpoint must be an absolute https URL") from None
+        raise ValueError(f"the {what} must be an absolute https URL") from None
     if parts.scheme not in ("https", "http") or not host:
-        raise ValueError("the token endpoint must be an absolute https URL")
-    if parts.fragment:
-        raise ValueError("the token endpoint must not contain a fragment (RFC 6749 §3.2)")
+        raise ValueError(f"the {what} must be an absolute https URL")
+    if parts.fragment or (parts.query and not query):
+        forbidden = "a fragment" if query else "a query or fragment"
+        raise ValueError(f"the {what} must not contain {forbidden} ({rule})")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"the {what} must not carry a user or password")
     if parts.scheme == "http" and not is_loopback_host(host):
-        raise ValueError("the token endpoint must use https (plain http is allowed only on loopback)")
+        raise ValueError(f"the {what} must use https (plain http is allowed only on loopback)")
     return url
+
+
+def _token_endpoint_url(url: str) -> str:
+    return _authorization_server_url(url, "token endpoint", "RFC 6749 §3.2")
 
 
 TokenEndpointUrl = Annotated[str, AfterValidator(_token_endpoint_url)]
@@ -195,37 +204,12 @@ class TokenExchangeCredential(_Model):
 
 
 def _authorization_endpoint_url(url: str) -> str:
-    """An admin-configured upstream authorization endpoint (RFC 6749 §3.1): absolute, no fragment, and https (the
-    authorization response carries a code; RFC 6749 §3.1.2.1, OAuth 2.1 §1.5), plain http on loopback only. A
-    query is allowed and kept when the request's parameters are added (RFC 6749 §3.1)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        raise ValueError("the authorization endpoint must be an absolute https URL") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise ValueError("the authorization endpoint must be an absolute https URL")
-    if parts.fragment:
-        raise ValueError("the authorization endpoint must not contain a fragment (RFC 6749 §3.1)")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("the authorization endpoint must not carry a user or password")
-    if parts.scheme == "http" and not is_loopback_host(host):
-        raise ValueError("the authorization endpoint must use https (plain http is allowed only on loopback)")
-    return url
+    # A query is kept when the request's parameters are added (RFC 6749 §3.1).
+    return _authorization_server_url(url, "authorization endpoint", "RFC 6749 §3.1")
 
 
 def _issuer_identifier(url: str) -> str:
-    """RFC 8414 §2: an issuer identifier is an https URL with no query or fragment (http on loopback for tests)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        raise ValueError("the issuer must be an absolute https URL") from None
-    if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment:
-        raise ValueError("the issuer must be an absolute https URL without query or fragment (RFC 8414 §2)")
-    if parts.scheme == "http" and not is_loopback_host(host):
-        raise ValueError("the issuer must use https (plain http is allowed only on loopback)")
-    return url
+    return _authorization_server_url(url, "issuer", "RFC 8414 §2", query=False)
 
 
 AuthorizationEndpointUrl = Annotated[str, AfterValidator(_authorization_endpoint_url)]
