@@ -138,7 +138,9 @@ class BudgetRule(BaseModel):
 
 def period_bounds(period: Period, at: float) -> tuple[str, datetime, datetime]:
     """The UTC calendar period holding `at`: its name, start and end (weeks are ISO weeks, from Monday)."""
-    day = datetime.fromtimestamp(at, UTC).date()
+    # Floor division of the POSIX time, not datetime.fromtimestamp, which rounds to the microsecond: a moment half a
+    # microsecond before midnight would land in the next day's period.
+    day = _EPOCH + timedelta(days=int(at // _DAY))
     if period == "day":
         start, end, name = day, day + timedelta(days=1), day.isoformat()
     elif period == "week":
@@ -156,6 +158,7 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+_EPOCH: Final = date(1970, 1, 1)
 _DAY: Final = 86_400  # POSIX days: every period starts at a UTC midnight, so a period is fixed by its day
 _CACHED_COUNTERS: Final = 50_000
 _counters: dict[tuple[str, Scope, str | None, Period, int], Counter] = {}
