@@ -27,9 +27,9 @@ from chamberlain.cost.records import UsageRecord
 from chamberlain.cost.reports import month_start
 from chamberlain.cost.usage import TokenUsage
 from chamberlain.settings import load_settings
-from chamberlain.store.database import create_database
 from chamberlain.store.users import UserRepository
 from tests.conftest import require_postgres
+from tests.support.databases import opened_database
 from tests.support.server import postgres_database
 
 PRICING = Pricing.load()
@@ -69,8 +69,7 @@ def recent(now: datetime) -> datetime:
 
 async def _seed(home: Home) -> None:
     settings = load_settings(data_dir=home.data_dir, overrides={"database_url": home.database_url}, environ={})
-    database = create_database(settings.effective_database_url)
-    try:
+    async with opened_database(settings.effective_database_url) as database:
         users = UserRepository(database, settings.tenant)
         ids = {name: (await users.add(name, None, ("developer",))).id for name in ("bob", "carol")}
         recorder = UsageRecorder(database, commit_delay=0)
@@ -83,25 +82,25 @@ async def _seed(home: Home) -> None:
                             "proxy", session_id=session)
             )  # fmt: skip
         await recorder.aclose()
-    finally:
-        await database.dispose()
+
+
+def _seeded_home(data_dir: Path, database_url: str | None) -> Home:
+    """The same steps on either backend: `chamberlain init`, then the users and REQUESTS written to the store."""
+    home = Home(data_dir, database_url)
+    home.ok("init")
+    asyncio.run(_seed(home))
+    return home
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def home(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
     data_dir = tmp_path_factory.mktemp(f"cost-cli-{request.param}")
     if request.param == "sqlite":
-        seeded = Home(data_dir, None)
-        seeded.ok("init")
-        asyncio.run(_seed(seeded))
-        yield seeded
+        yield _seeded_home(data_dir, None)
         return
     require_postgres()
     with postgres_database() as url:
-        seeded = Home(data_dir, url)
-        seeded.ok("init")
-        asyncio.run(_seed(seeded))
-        yield seeded
+        yield _seeded_home(data_dir, url)
 
 
 def test_report_by_model(home: Home) -> None:

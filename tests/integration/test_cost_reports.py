@@ -5,7 +5,6 @@ efficiency figures against last month; CSV with spreadsheet formulas neutralised
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator, Iterator
@@ -21,10 +20,10 @@ from chamberlain.cost.recorder import UsageRecorder
 from chamberlain.cost.records import UsageRecord
 from chamberlain.cost.reports import cost_report, efficiency, forecast, report_csv, team_summary
 from chamberlain.cost.usage import TokenUsage
-from chamberlain.store.database import Database, create_database, migrate
+from chamberlain.store.database import Database
 from chamberlain.store.usage import UsageRepository
-from tests.conftest import require_postgres
-from tests.support.server import postgres_database, random_name
+from tests.support.databases import migrated_database_url, opened_database
+from tests.support.server import random_name
 
 NOW = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)  # 2.5 days into March; 28.5 days left
 OPUS, SONNET, HAIKU = "claude-opus-4-6", "claude-sonnet-4-5-20250929", "claude-haiku-4-5"
@@ -63,54 +62,37 @@ RECORDS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-async def _migrated(url: str) -> None:
-    database = create_database(url)
-    try:
-        await migrate(database)
-    finally:
-        await database.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('cost-reports')}/chamberlain.db"
-        asyncio.run(_migrated(url))
-        yield url
-        return
-    require_postgres()
-    with postgres_database() as url:
-        asyncio.run(_migrated(url))
-        yield url
+    yield from migrated_database_url(request.param, tmp_path_factory, "cost-reports")
 
 
 @pytest.fixture(scope="module")
 async def seeded(database_url: str) -> AsyncIterator[tuple[Database, str]]:
-    database = create_database(database_url)
-    tenant = random_name("tenant")
-    recorder = UsageRecorder(database, commit_delay=0)
-    await recorder.start()
-    for spec in RECORDS:
-        recorder.record(
-            UsageRecord(
-                tenant=tenant,
-                user=spec["user"],
-                team=spec["team"],
-                client_id="claude-code",
-                model=spec["model"],
-                requested_model=None,
-                usage=spec["usage"],
-                cost_usd=Decimal(spec["cost"]),
-                latency_ms=None,
-                at=spec["at"],
-                source="proxy",
-                session_id=spec.get("session"),
-                complete=spec.get("complete", True),
+    async with opened_database(database_url) as database:
+        tenant = random_name("tenant")
+        recorder = UsageRecorder(database, commit_delay=0)
+        await recorder.start()
+        for spec in RECORDS:
+            recorder.record(
+                UsageRecord(
+                    tenant=tenant,
+                    user=spec["user"],
+                    team=spec["team"],
+                    client_id="claude-code",
+                    model=spec["model"],
+                    requested_model=None,
+                    usage=spec["usage"],
+                    cost_usd=Decimal(spec["cost"]),
+                    latency_ms=None,
+                    at=spec["at"],
+                    source="proxy",
+                    session_id=spec.get("session"),
+                    complete=spec.get("complete", True),
+                )
             )
-        )
-    await recorder.aclose()
-    yield database, tenant
-    await database.dispose()
+        await recorder.aclose()
+        yield database, tenant
 
 
 @pytest.fixture(scope="module")

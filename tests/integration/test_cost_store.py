@@ -23,42 +23,25 @@ from chamberlain.cost.pricing import Pricing
 from chamberlain.cost.recorder import UsageRecorder
 from chamberlain.cost.records import UsageRecord
 from chamberlain.cost.usage import TokenUsage
-from chamberlain.store.database import Connection, Database, create_database, migrate
+from chamberlain.store.database import Connection, Database
 from chamberlain.store.schema import metadata, usage_records
 from chamberlain.store.usage import UsageRepository
-from tests.conftest import require_postgres
-from tests.support.server import postgres_database, random_name
+from tests.support.databases import migrated_database_url, opened_database
+from tests.support.server import random_name
 
 PRICING = Pricing.load()
 AT = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
 
 
-async def _migrated(url: str) -> None:
-    database = create_database(url)
-    try:
-        await migrate(database)
-    finally:
-        await database.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('cost-store')}/chamberlain.db"
-        asyncio.run(_migrated(url))
-        yield url
-        return
-    require_postgres()
-    with postgres_database() as url:
-        asyncio.run(_migrated(url))
-        yield url
+    yield from migrated_database_url(request.param, tmp_path_factory, "cost-store")
 
 
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
-    database = create_database(database_url)
-    yield database
-    await database.dispose()
+    async with opened_database(database_url) as database:
+        yield database
 
 
 @pytest.fixture

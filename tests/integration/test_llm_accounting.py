@@ -91,6 +91,19 @@ def charged(record: dict[str, object]) -> Decimal:
     return from_nano(cost)
 
 
+async def streamed(
+    http: httpx.AsyncClient, token: str, request_id: str, body: dict[str, object]
+) -> tuple[httpx.Response, bytes]:
+    """Posts a streamed request and reads every byte relayed (the response's status and headers stay readable)."""
+    async with http.stream("POST", "/v1/messages", json=body, headers=headers(token, request_id)) as response:
+        return response, b"".join([chunk async for chunk in response.aiter_bytes()])
+
+
+def replayed_stream(gateway: LlmGateway) -> bytes:
+    """What the proxy relays of stream_tool_use.sse: the fixture, naming the model as the request did."""
+    return gateway.upstream.fixture("stream_tool_use.sse").replace(b"claude-sonnet-4-5-20250929", b"claude-sonnet-4-5")
+
+
 async def test_a_non_streamed_answer_is_charged_exactly(
     http: httpx.AsyncClient, gateway: LlmGateway, token: str
 ) -> None:
@@ -118,15 +131,10 @@ async def test_a_streamed_answer_is_relayed_whole_and_charged_exactly(
     http: httpx.AsyncClient, gateway: LlmGateway, token: str
 ) -> None:
     request_id = new_request_id()
-    body = {**REQUEST, "stream": True, "tools": TOOLS}
-    async with http.stream("POST", "/v1/messages", json=body, headers=headers(token, request_id)) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        relayed = b"".join([chunk async for chunk in response.aiter_bytes()])
-    replayed = gateway.upstream.fixture("stream_tool_use.sse").replace(
-        b"claude-sonnet-4-5-20250929", b"claude-sonnet-4-5"
-    )
-    assert relayed == replayed  # every event, byte for byte
+    response, relayed = await streamed(http, token, request_id, {**REQUEST, "stream": True, "tools": TOOLS})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert relayed == replayed_stream(gateway)  # every event, byte for byte
     record = await usage_of(gateway.server, request_id)
     assert (record["input_tokens"], record["output_tokens"]) == (3120, 2210)
     assert charged(record) == STREAMED
@@ -139,13 +147,8 @@ async def test_events_cut_across_the_upstreams_writes_are_relayed_whole_and_mete
 ) -> None:
     gateway.upstream.script.append(Answer(piece_size=37, event_delay=0.002))  # pieces arrive one by one
     request_id = new_request_id()
-    body = {**REQUEST, "stream": True}
-    async with http.stream("POST", "/v1/messages", json=body, headers=headers(token, request_id)) as response:
-        relayed = b"".join([chunk async for chunk in response.aiter_bytes()])
-    replayed = gateway.upstream.fixture("stream_tool_use.sse").replace(
-        b"claude-sonnet-4-5-20250929", b"claude-sonnet-4-5"
-    )
-    assert relayed == replayed
+    _, relayed = await streamed(http, token, request_id, {**REQUEST, "stream": True})
+    assert relayed == replayed_stream(gateway)
     record = await usage_of(gateway.server, request_id)
     assert charged(record) == STREAMED
     assert record["complete"] is True
@@ -156,10 +159,8 @@ async def test_a_stream_cut_off_upstream_is_charged_for_what_was_reported(
 ) -> None:
     gateway.upstream.script.append(Answer(cut_after=5))
     request_id = new_request_id()
-    body = {**REQUEST, "stream": True}
-    async with http.stream("POST", "/v1/messages", json=body, headers=headers(token, request_id)) as response:
-        assert response.status_code == 200
-        relayed = b"".join([chunk async for chunk in response.aiter_bytes()])
+    response, relayed = await streamed(http, token, request_id, {**REQUEST, "stream": True})
+    assert response.status_code == 200
     events = [event for event in relayed.split(b"\n\n") if event]
     assert events[0].startswith(b"event: message_start")
     # The five events that came, then the API's own error event so the client knows the answer is incomplete.

@@ -69,8 +69,7 @@ def login(
 ) -> None:
     """Sign in through the browser; the refresh token goes to the OS keychain."""
     with _reported("login", url, audience):
-        credentials = _credentials(url, allow_insecure_keychain)
-        resource = resource_for(credentials.issuer, audience)
+        credentials, resource = _target(url, audience, allow_insecure_keychain)
         with oauth.http_client() as http:
             sign_in(http, credentials, resource, open_browser=_browser(no_browser), scope=scope, timeout=timeout)
     typer.echo(f"Signed in to {credentials.issuer} for {resource}.")
@@ -83,8 +82,7 @@ def token(
 ) -> None:
     """Print a fresh access token (Claude Code's apiKeyHelper); exit 1 with a message when a sign-in is needed."""
     with _reported("token", url, audience):
-        credentials = _credentials(url, allow_insecure_keychain)
-        resource = resource_for(credentials.issuer, audience)
+        credentials, resource = _target(url, audience, allow_insecure_keychain)
         with oauth.http_client() as http:
             value = access_token(http, credentials, resource)
     sys.stdout.write(value + "\n")
@@ -97,8 +95,7 @@ def logout(
 ) -> None:
     """Revoke the grant at the server (RFC 7009) and remove it from the keychain."""
     with _reported("logout", url, audience):
-        credentials = _credentials(url, allow_insecure_keychain)
-        resource = resource_for(credentials.issuer, audience)
+        credentials, resource = _target(url, audience, allow_insecure_keychain)
         with oauth.http_client() as http:
             ended = sign_out(http, credentials, resource)
     if ended:
@@ -107,10 +104,13 @@ def logout(
         typer.echo(f"Not signed in to {credentials.issuer} for {resource}.")
 
 
-def _credentials(url: str | None, allow_insecure: bool) -> Credentials:
+def _target(url: str | None, audience: str, allow_insecure: bool) -> tuple[Credentials, str]:
+    """The issuer's keychain entries and the resource URL `audience` names there: what login, token and logout all
+    act on, resolved the same way (inside _reported, so a bad URL or keychain is one line on stderr)."""
     if not url:
         raise ClientError("no Chamberlain URL: pass --url or set CHAMBERLAIN_URL")
-    return Credentials(KeychainStore(oauth.check_url(url, "the URL"), allow_insecure=allow_insecure))
+    credentials = Credentials(KeychainStore(oauth.check_url(url, "the URL"), allow_insecure=allow_insecure))
+    return credentials, resource_for(credentials.issuer, audience)
 
 
 def _browser(no_browser: bool) -> Callable[[str], object]:

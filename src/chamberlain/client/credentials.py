@@ -20,10 +20,10 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from chamberlain.client.oauth import ClientError
 from chamberlain.vault.keychain import KeychainStore
@@ -33,6 +33,7 @@ CLIENT_ENTRY = "client"
 # out must outlive that; a cached token with less left is replaced. Short-lived tokens are replaced at half-life.
 REUSE_HORIZON = 300.0
 _READABLE_PATH = re.compile(r"[A-Za-z0-9_-]{1,40}(?:/[A-Za-z0-9_-]{1,40}){0,2}")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,42 +91,16 @@ class Credentials:
         self.store.delete(CLIENT_ENTRY)
 
     def grant(self, resource: str) -> StoredGrant | None:
-        name = self._grant_entry(resource)
-        entry = self._read(name)
-        if entry is None:
-            return None
-        try:
-            grant = StoredGrant(
-                resource=_text(entry, "resource"),
-                client_id=_text(entry, "client_id"),
-                refresh_token=_text(entry, "refresh_token"),
-                scope=_optional_text(entry, "scope"),
-                token_endpoint=_text(entry, "token_endpoint"),
-                revocation_endpoint=_optional_text(entry, "revocation_endpoint"),
-            )
-        except ValueError:
-            raise self._unreadable(name) from None
+        grant = self._parsed(self._grant_entry(resource), _stored_grant)
         # Names are derived from the resource; the stored URL settles which resource an entry is for.
-        return grant if grant.resource == resource else None
+        return grant if grant is not None and grant.resource == resource else None
 
     def save_grant(self, grant: StoredGrant) -> None:
         self._write(self._grant_entry(grant.resource), asdict(grant))
 
     def access_token(self, resource: str) -> CachedAccessToken | None:
-        name = self._access_entry(resource)
-        entry = self._read(name)
-        if entry is None:
-            return None
-        try:
-            cached = CachedAccessToken(
-                resource=_text(entry, "resource"),
-                access_token=_text(entry, "access_token"),
-                expires_at=_number(entry, "expires_at"),
-                lifetime=_number(entry, "lifetime"),
-            )
-        except ValueError:
-            raise self._unreadable(name) from None
-        return cached if cached.resource == resource else None
+        cached = self._parsed(self._access_entry(resource), _cached_access_token)
+        return cached if cached is not None and cached.resource == resource else None
 
     def save_access_token(self, cached: CachedAccessToken) -> None:
         self._write(self._access_entry(cached.resource), asdict(cached))
@@ -156,6 +131,17 @@ class Credentials:
             raise self._unreadable(name)
         return value
 
+    def _parsed(self, name: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
+        """The entry `name` as `parse` builds it, None when there is none. Every kind of entry is read this way so
+        that a missing or mistyped field (ValueError from the field readers below) is reported, never guessed at."""
+        entry = self._read(name)
+        if entry is None:
+            return None
+        try:
+            return parse(entry)
+        except ValueError:
+            raise self._unreadable(name) from None
+
     def _unreadable(self, name: str) -> ClientError:
         return ClientError(
             f"the keychain entry {name!r} of {self.store.service} is not one this CLI wrote: sign in again"
@@ -163,6 +149,26 @@ class Credentials:
 
     def _write(self, name: str, value: dict[str, Any]) -> None:
         self.store.set(name, json.dumps(value, separators=(",", ":")))
+
+
+def _stored_grant(entry: dict[str, Any]) -> StoredGrant:
+    return StoredGrant(
+        resource=_text(entry, "resource"),
+        client_id=_text(entry, "client_id"),
+        refresh_token=_text(entry, "refresh_token"),
+        scope=_optional_text(entry, "scope"),
+        token_endpoint=_text(entry, "token_endpoint"),
+        revocation_endpoint=_optional_text(entry, "revocation_endpoint"),
+    )
+
+
+def _cached_access_token(entry: dict[str, Any]) -> CachedAccessToken:
+    return CachedAccessToken(
+        resource=_text(entry, "resource"),
+        access_token=_text(entry, "access_token"),
+        expires_at=_number(entry, "expires_at"),
+        lifetime=_number(entry, "lifetime"),
+    )
 
 
 def _text(entry: dict[str, Any], key: str) -> str:
