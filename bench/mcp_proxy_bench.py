@@ -19,8 +19,9 @@ sequential plain JSON-RPC POSTs (no SDK client in the loop: it would cost more C
 generator is this process; every server runs in a process of its own, so the CPU the table reports per request is the
 measured server's alone: utime + stime of its whole process tree (threads and children) from /proc, divided by the
 requests served. For the direct rows that server is the upstream itself; for the others it is the gateway, and the
-upstream's CPU shows in "others". Resident memory is the sum of VmRSS over the same process tree, once idle (set up,
-before any load) and at its peak during the 64-client level.
+upstream's CPU shows in "others". Memory, once idle (set up, before any load) and at its peak during the 64-client
+level: VmRSS of the main process (what the targets are about) and PSS summed over its process tree (shared pages
+counted once).
 """
 
 from __future__ import annotations
