@@ -505,7 +505,7 @@ async def test_authorization_server_down_is_a_safe_upstream_error(
     minter: SubjectTokenMinter, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = ClientCredentialsCredential(
-        token_endpoint=f"http://user:leaked@127.0.0.1:{free_port()}/token?key=leaked",
+        token_endpoint=f"http://127.0.0.1:{free_port()}/token?key=leaked",
         client_id=CLIENT_ID,
         client_secret=SecretStr(CLIENT_SECRET),
     )
@@ -518,6 +518,17 @@ async def test_authorization_server_down_is_a_safe_upstream_error(
         await credentials.aclose()
     assert_safe_failure(refused, caplog)
     assert "ConnectError" in caplog.text
+
+
+def test_a_token_endpoint_with_a_user_and_password_in_it_is_refused() -> None:
+    """Credentials belong in client_secret (kept encrypted, sent only in the Authorization header), not in a URL
+    that is stored, listed and logged in the clear."""
+    with pytest.raises(ValidationError, match="must not carry a user or password"):
+        ClientCredentialsCredential(
+            token_endpoint="https://user:leaked@as.example.com/token",
+            client_id=CLIENT_ID,
+            client_secret=SecretStr(CLIENT_SECRET),
+        )
 
 
 def _json(value: Any) -> bytes:
