@@ -24,7 +24,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from chamberlain.audit.events import Actor
 from chamberlain.audit.log import AuditUnavailable
 from chamberlain.gateway import jsonrpc
 from chamberlain.gateway.events import Decision, GatewayEvent
@@ -34,7 +33,7 @@ from chamberlain.gateway.protected_resource import authenticate, not_found
 from chamberlain.gateway.request_metadata import mismatch, requires_metadata
 from chamberlain.gateway.sse import event_data, message_event
 from chamberlain.gateway.upstream import Headers, UpstreamError, UpstreamRequest, UpstreamResponse
-from chamberlain.gateway.upstream_credentials import current_request_id
+from chamberlain.gateway.upstream_credentials import actor_of, current_request_id
 from chamberlain.oauth.access_tokens import AccessTokenClaims
 from chamberlain.policy.roles import Kind
 from chamberlain.tenancy.routing import tenant_for_scope
@@ -447,13 +446,12 @@ class _Exchange:
 
     def _leak_found(self, findings: tuple[Finding, ...], direction: str) -> None:
         principal = self.principal
-        actor = Actor("user" if principal.subject != principal.client_id else "client", principal.subject)
         event = findings_event(
             self.app.id,
             findings,
             upstream=self.server.name,
             direction=direction,
-            actor=actor,
+            actor=actor_of(principal),
             request_id=self.request_id,
             extra={"client_id": principal.client_id, "method": self.label},
         )

@@ -35,6 +35,7 @@ from urllib.parse import quote_plus, urlsplit
 import httpx
 from pydantic import SecretStr
 
+from chamberlain.audit.events import Actor
 from chamberlain.crypto.signing_keys import KeyRing
 from chamberlain.gateway.server_config import (
     ClientCredentialsCredential,
@@ -121,6 +122,12 @@ def user_id_of(principal: AccessTokenClaims) -> str | None:
     if principal.grant_id is None and principal.subject == principal.client_id:
         return None
     return principal.subject
+
+
+def actor_of(principal: AccessTokenClaims) -> Actor:
+    """Whom a request's audit events name: its user, or its client acting for itself."""
+    user = user_id_of(principal)
+    return Actor("user", user) if user is not None else Actor("client", principal.client_id)
 
 
 class UpstreamCredentials(Protocol):

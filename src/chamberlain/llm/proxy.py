@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
+from chamberlain.audit.events import Action, AuditEvent, Outcome
 from chamberlain.audit.log import AuditUnavailable
 from chamberlain.cost.budgets import BudgetExceeded, Reservation
 from chamberlain.cost.pricing import Pricing, PricingError
@@ -46,7 +46,7 @@ from chamberlain.cost.teams import team_of
 from chamberlain.cost.usage import UsageMeter
 from chamberlain.gateway.protected_resource import METADATA_PREFIX
 from chamberlain.gateway.upstream import UpstreamError
-from chamberlain.gateway.upstream_credentials import current_request_id, user_id_of
+from chamberlain.gateway.upstream_credentials import actor_of, current_request_id, user_id_of
 from chamberlain.llm.errors import ErrorType, LlmError, error_body, error_event, error_type_for
 from chamberlain.llm.messages import MessagesRequest, parse_request, with_model
 from chamberlain.llm.virtual_keys import PREFIX as VIRTUAL_KEY_PREFIX
@@ -422,12 +422,11 @@ class _Exchange:
         reason: str | None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        user = user_id_of(principal)
         event = AuditEvent(
             action=Action.LLM_REQUEST,
             outcome=outcome,
             tenant=tenant.id,
-            actor=Actor("user", user) if user is not None else Actor("client", principal.client_id),
+            actor=actor_of(principal),
             target=f"llm:{model}",
             reason=reason,
             request_id=self.request_id,
