@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 
 from chamberlain.audit.settings import AuditSettings
 from chamberlain.cost.budgets import BudgetRule
+from chamberlain.dlp.config import DlpConfig
 from chamberlain.gateway.server_config import ServerConfig
 from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
 from chamberlain.store.servers import check_server_name
@@ -89,6 +90,8 @@ class Settings(_Section):
     # spend limits (cost/budgets.py). Other tenants set both under `tenants:`.
     llm: LlmConfig = LlmConfig()
     budgets: tuple[BudgetRule, ...] = ()
+    # The default tenant's data protection (dlp/): detectors, clearance, the external lookup gate, compliance modes.
+    dlp: DlpConfig = DlpConfig()
     # Tenants' own settings (tenancy/config.py); each section set here wins over the one stored by the admin API.
     tenants: dict[TenantId, TenantConfig] = Field(default_factory=dict)
     # Shared state of replicas: rate limits and daily quotas (policy/rate_limits.py). Unset: per-process memory.

@@ -23,18 +23,21 @@ from pydantic import ValidationError
 
 from chamberlain.audit.emit import keyed_hash_key
 from chamberlain.audit.service import AuditService
-from chamberlain.cost.alerts import AlertSender, vault_secrets
+from chamberlain.cost.alerts import vault_secrets
 from chamberlain.cost.budgets import BudgetGuard, BudgetRule
 from chamberlain.cost.pricing import Pricing
 from chamberlain.cost.recorder import UsageRecorder
 from chamberlain.crypto.master_key import MasterKey, load_master_key
 from chamberlain.crypto.signing_keys import KeyRing, load_signing_key
+from chamberlain.dlp.alerts import vault_secrets as dlp_vault_secrets
+from chamberlain.dlp.compliance import retention_days
 from chamberlain.gateway.events import EventBus
 from chamberlain.gateway.sessions import SessionBinder
 from chamberlain.gateway.upstream import Upstream
 from chamberlain.identity.password_change import PasswordChangeTickets
 from chamberlain.llm.service import LlmService, StoredSpend
 from chamberlain.net.ssrf import AddressPolicy, Resolver, SystemResolver
+from chamberlain.net.webhooks import AlertSender
 from chamberlain.oauth.cimd import ClientMetadataDocumentResolver
 from chamberlain.oauth.client_keys import ClientKeySets
 from chamberlain.oauth.revocation_list import RevocationList
@@ -98,6 +101,7 @@ class AppState:
         self.password_change_tickets = PasswordChangeTickets(self.master_key.derive("password-change"))
         self.events = EventBus()
         self.audit = AuditService(self.database, self.master_key, settings.audit)
+        self.audit.tenant_retention = self._compliance_retention
         self.audit_hash_key = keyed_hash_key(self.master_key)  # HMAC key for values kept unreadable
         self.events.subscribe(self.audit.gateway_decision)
         self.session_binder = SessionBinder(self.master_key.derive("mcp-session"))
@@ -120,6 +124,13 @@ class AppState:
             resolver=self.resolver,
             policy=fetch_policy,
             audit=self.audit.log,
+            allow_http_loopback=registration.allow_private_networks,
+        )
+        # DLP `alert` actions (dlp/alerts.py); no audit sink: the gateway audits each detection where it is made.
+        self.dlp_alerts = AlertSender(
+            lambda tenant, reference: dlp_vault_secrets(self.vault)(tenant, reference),
+            resolver=self.resolver,
+            policy=fetch_policy,
             allow_http_loopback=registration.allow_private_networks,
         )
         self.budget_guard = BudgetGuard.from_settings(
@@ -147,6 +158,10 @@ class AppState:
 
     def current_keys(self) -> KeyRing:
         return self.keyring
+
+    def _compliance_retention(self, tenant_id: str) -> int | None:
+        tenant = self.tenants.get(tenant_id)
+        return retention_days(tenant.config.dlp.compliance) if tenant is not None else None
 
     def _budget_rules(self, tenant_id: str) -> tuple[BudgetRule, ...]:
         tenant = self.tenants.get(tenant_id)
@@ -245,6 +260,7 @@ class AppState:
         await self.llm.aclose()
         await self.budget_guard.aclose()
         await self.budget_alerts.aclose()
+        await self.dlp_alerts.aclose()
         await self.usage_recorder.aclose()  # writes what is queued
         await self.events.aclose()
         await self.audit.aclose()

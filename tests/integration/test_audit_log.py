@@ -251,6 +251,19 @@ def test_retention_purges_expired_events_under_a_tombstone_and_a_legal_hold_keep
     assert "2 checkpoints" in one_line(verified)  # the two tombstones
 
 
+def test_a_tenants_compliance_modes_set_its_retention(store: Store) -> None:
+    # HIPAA keeps six years where the file's default is 90 days: the tenant's mode wins for what no rule covers.
+    (store.data_dir / "chamberlain.yaml").write_text(
+        "audit:\n  default_retention_days: 90\ndlp:\n  compliance: [hipaa]\n"
+    )
+    now = time.time()
+    store.write([sign_in(subject="a", time=now - 7 * 365 * DAY), sign_in(subject="a", time=now - 400 * DAY)])
+    purged = store.cli("audit", "purge")
+    assert purged.exit_code == 0, purged.output
+    assert "default: purged 1 events" in one_line(purged)
+    assert purged_seqs(store) == [0]
+
+
 def test_a_body_emptied_without_a_tombstone_is_named(store: Store) -> None:
     store.write([sign_in(subject="a", time=time.time() - 400 * DAY), sign_in(subject="a"), sign_in(subject="a")])
     assert store.cli("audit", "purge").exit_code == 0  # a tombstone for record 0 only

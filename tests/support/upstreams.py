@@ -37,15 +37,16 @@ class HttpUpstreamProcess:
     Synchronous on purpose: module-scoped fixtures start it outside any event loop, and tests that restart it
     can afford to block for the second it takes."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, module: str = MODULE) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self._args = args
+        self._module = module
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        command = [sys.executable, "-m", MODULE, "--http", "--port", str(self.port), *self._args]
+        command = [sys.executable, "-m", self._module, "--http", "--port", str(self.port), *self._args]
         self._process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
         deadline = time.monotonic() + START_TIMEOUT
         while True:

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chamberlain.cost.alerts import BudgetAlert, WebhookSecret, signed_headers
+from chamberlain.cost.alerts import BudgetAlert
+from chamberlain.net.webhooks import WebhookSecret, signed_headers
 
 
 def test_the_reference_implementations_test_vector() -> None:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chamberlain.gateway import jsonrpc
-from chamberlain.gateway.jsonrpc import ClientMessage, InvalidMessage, parse_client_body, target_name
+from chamberlain.gateway.jsonrpc import ClientMessage, InvalidMessage, parse_client_document, target_name
 from chamberlain.gateway.request_metadata import decode_header_value, mismatch, requires_metadata
 from chamberlain.gateway.sse import EventTooLarge, event_data, message_event, split_events
 
@@ -37,7 +37,7 @@ def test_any_json_document_either_parses_or_raises_invalid_message(document: obj
 def _parse(body: bytes) -> int | list[ClientMessage]:
     """The error code parsing raised, or what it returned; any other exception escapes and fails the test."""
     try:
-        messages, _ = parse_client_body(body)
+        _, messages, _ = parse_client_document(body)
     except InvalidMessage as invalid:
         return invalid.code
     return messages
@@ -53,7 +53,7 @@ def _parse(body: bytes) -> int | list[ClientMessage]:
     ],
 )
 def test_messages_are_classified(body: bytes, kind: str, request_id: object, method: str | None) -> None:
-    [message], batch = parse_client_body(body)
+    _, [message], batch = parse_client_document(body)
     assert (message.kind, message.id, message.method, batch) == (kind, request_id, method, False)
 
 
@@ -72,11 +72,13 @@ def test_messages_are_classified(body: bytes, kind: str, request_id: object, met
 )
 def test_malformed_messages_are_refused(body: bytes) -> None:
     with pytest.raises(InvalidMessage):
-        parse_client_body(body)
+        parse_client_document(body)
 
 
 def test_a_batch_is_recognised() -> None:
-    messages, batch = parse_client_body(b'[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"b"}]')
+    _, messages, batch = parse_client_document(
+        b'[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"b"}]'
+    )
     assert batch
     assert [message.kind for message in messages] == ["request", "notification"]
 

@@ -41,6 +41,7 @@ class Action(StrEnum):
     MCP_REQUEST = "mcp.request"  # outcome success (allowed), denied, or error (upstream failed)
     LLM_REQUEST = "llm.request"  # the LLM proxy: a request refused by policy, or its model rewritten by a route
     DLP_DETECTION = "dlp.detection"
+    DLP_WITHHELD = "dlp.withheld"  # result items kept from a caller: above their clearance, or blocked by a rule
     EXTERNAL_LOOKUP_BLOCKED = "external_lookup.blocked"
     BUDGET_ALERT = "budget.alert"
     BUDGET_REFUSED = "budget.refused"

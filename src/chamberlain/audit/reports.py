@@ -138,7 +138,7 @@ class EventTally:
             self._note("mcp_request", event)
             if event.outcome == "denied":
                 self.denial_reasons[str(public.get("reason") or "unspecified")] += 1
-        elif action in (Action.DLP_DETECTION, Action.EXTERNAL_LOOKUP_BLOCKED):
+        elif action in (Action.DLP_DETECTION, Action.DLP_WITHHELD, Action.EXTERNAL_LOOKUP_BLOCKED):
             self._note("dlp", event)
             self.dlp_actions[str(details.get("action") or action)] += 1
         elif action == Action.CREDENTIAL_ROTATED:
@@ -376,9 +376,10 @@ def failed_sign_ins(seen: Observations) -> Assessment:
 
 
 def dlp_incidents(seen: Observations) -> Assessment:
-    count = seen.tally.count(Action.DLP_DETECTION, Action.EXTERNAL_LOOKUP_BLOCKED)
+    count = seen.tally.count(Action.DLP_DETECTION, Action.DLP_WITHHELD, Action.EXTERNAL_LOOKUP_BLOCKED)
     figures = {
         "detections": seen.tally.count(Action.DLP_DETECTION),
+        "results_withheld": seen.tally.count(Action.DLP_WITHHELD),
         "external_lookups_blocked": seen.tally.count(Action.EXTERNAL_LOOKUP_BLOCKED),
         "by_action": _top(seen.tally.dlp_actions),
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from chamberlain.audit.checkpoints import AuditSigner, Checkpointer
 from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
@@ -34,6 +35,8 @@ class AuditService:
         self.checkpointer: Checkpointer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.shippers: list[Shipper] = []
+        # A tenant's own retention for events no rule covers (its data protection compliance modes), if any.
+        self.tenant_retention: Callable[[str], int | None] = lambda tenant: None
 
     async def start(self) -> None:
         await self.log.start()
@@ -99,7 +102,8 @@ class AuditService:
                 continue
             try:
                 for tenant in await self._tenants():
-                    purge = await purge_expired(self._database, self.checkpointer, self.settings, tenant)
+                    settings = self.settings.retained_for(self.tenant_retention(tenant))
+                    purge = await purge_expired(self._database, self.checkpointer, settings, tenant)
                     if purge.purged:
                         logger.info("audit retention purged %d events of tenant %s", purge.purged, tenant)
             except Exception:

@@ -54,6 +54,13 @@ class AuditSettings(_Model):
     classification_rules: tuple[ClassificationRule, ...] = ()
     sinks: Sinks = ()  # SIEM exports (audit/export/): syslog (CEF), webhook and file (OCSF)
 
+    def retained_for(self, days: int | None) -> AuditSettings:
+        """These settings with `days` as the retention of events no rule covers (a tenant's compliance modes);
+        unchanged when None."""
+        if days is None:
+            return self
+        return self.model_copy(update={"default_retention_days": days, "retention_preset": None})
+
     def level_for(self, classification: str) -> AuditLevel:
         for rule in self.classification_rules:
             if rule.classification == classification:

@@ -27,8 +27,10 @@ from chamberlain.cli.common import (
     settings_from,
 )
 from chamberlain.crypto.master_key import load_master_key
+from chamberlain.dlp.compliance import retention_days
 from chamberlain.settings import Settings
 from chamberlain.store.database import Database
+from chamberlain.tenancy.effective import load_effective_config
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 TenantOption = Annotated[
@@ -241,7 +243,9 @@ def purge(data_dir: DataDir = None, config: ConfigFile = None) -> None:
             checkpointer = Checkpointer(database, await _signer(database, settings))
             lines = []
             for name in await tenants_with_events(database):
-                result = await purge_expired(database, checkpointer, settings.audit, name)
+                modes = (await load_effective_config(database, settings, name)).dlp.compliance
+                audit = settings.audit.retained_for(retention_days(modes))
+                result = await purge_expired(database, checkpointer, audit, name)
                 lines.append(f"{name}: purged {result.purged} events")
             return lines
 

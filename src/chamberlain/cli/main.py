@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from chamberlain.cli import audit, clients, cost, keys, llm, roles, servers, sessions, tenants, users, vault
+from chamberlain.cli import audit, clients, cost, dlp, keys, llm, roles, servers, sessions, tenants, users, vault
 from chamberlain.cli.compliance import compliance_report, security_scan
 from chamberlain.cli.group import Commands
 from chamberlain.cli.init import init
@@ -32,6 +32,7 @@ app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(vault.app, name="vault")
+app.add_typer(dlp.app, name="dlp")
 app.add_typer(cost.app, name="cost")
 app.add_typer(llm.app, name="llm")
 app.command("compliance-report")(compliance_report)

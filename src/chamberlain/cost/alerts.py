@@ -1,65 +1,34 @@
 """Budget alerts: a soft threshold crossed becomes an audit event and, when the rule names a webhook, a signed POST.
 
-The webhook follows Standard Webhooks 1.0 (standardwebhooks.com, spec/standard-webhooks.md):
-- headers `webhook-id` (the alert's id, the same on every attempt: receivers de-duplicate on it),
-  `webhook-timestamp` (the attempt's time, integer seconds) and `webhook-signature` ("v1," and the base64 HMAC-SHA256,
-  RFC 2104, of "{webhook-id}.{webhook-timestamp}.{body}");
-- the secret is "whsec_" and the base64 of 24 to 64 random bytes, kept in the tenant's vault (the rule's
-  `webhook_secret` names it as SOURCE/NAME, bound to the upstream "budget-alerts") and read through `Vault.use`, so
-  every read is audited; it lives in a `WebhookSecret`, whose repr shows nothing, and no message here carries it;
-- the body is JSON: {"type": "budget.threshold_crossed", "timestamp": …, "data": {…}} (the spec's payload structure);
-- delivered when the receiver answers 2xx; a 410 Gone stops further attempts; anything else (other statuses, network
-  errors, timeouts) is retried with exponential backoff and jitter, honouring Retry-After, up to `attempts` times.
-
-Delivery is off the request path: `submit` only starts a task. Retries live in memory, so alerts still being retried
-when the process stops are lost (the audit event of each alert is recorded at once and stays). The URL is the
-tenant administrator's choice, so every connection goes through net/ssrf.py's guard (public addresses only unless
-the policy allows more) and redirects are not followed; plain http is refused except to loopback when allowed.
+The POST is a Standard Webhooks 1.0 message sent by net/webhooks.py's `AlertSender` (signing, retries, SSRF guard):
+its body is {"type": "budget.threshold_crossed", "timestamp": …, "data": {…}}, and its signing secret is the one the
+rule's `webhook_secret` names in the tenant's vault, bound to the reserved binding "budget-alerts".
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import contextlib
-import email.utils
-import hashlib
-import hmac
-import json
-import logging
-import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal
 
-import httpx
-
-from chamberlain.audit.events import Action, Actor, AuditEvent, new_event_id
-from chamberlain.net.hosts import is_loopback_host
-from chamberlain.net.ssrf import AddressPolicy, FetchError, Resolver, guarded_client
+from chamberlain.audit.events import Action, Actor, AuditEvent
+from chamberlain.net.webhooks import (
+    AuditSink,
+    SecretReader,
+    iso_time,
+    new_message_id,
+    vault_secret_reader,
+    webhook_payload,
+)
 from chamberlain.store.servers import BUDGET_ALERTS_BINDING
 
 if TYPE_CHECKING:
     from chamberlain.vault.service import Vault
 
-logger = logging.getLogger(__name__)
-
 WEBHOOK_UPSTREAM: Final = BUDGET_ALERTS_BINDING  # the vault binding a webhook secret needs
 EVENT_TYPE: Final = "budget.threshold_crossed"
-SECRET_PREFIX: Final = "whsec_"
-_MIN_KEY, _MAX_KEY = 24, 64  # Standard Webhooks: "at least 24 bytes (192 bits, 512 maximum)"
 SYSTEM: Final = Actor("system", "budgets")
-
-
-class AuditSink(Protocol):
-    def record(self, event: AuditEvent) -> None: ...
-
-
-SecretReader = Callable[[str, str], Awaitable[bytes]]  # (tenant, "SOURCE/NAME") -> the stored value
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +45,11 @@ class BudgetAlert:
     webhook: str | None
     webhook_secret: str | None  # "SOURCE/NAME" in the tenant's vault
     at: float = field(default_factory=time.time)
-    id: str = field(default_factory=lambda: f"msg_{new_event_id()}")  # no "." (the signed content's separator)
+    id: str = field(default_factory=new_message_id)
+
+    @property
+    def event_type(self) -> str:
+        return EVENT_TYPE
 
     def body(self) -> bytes:
         data = {
@@ -84,14 +57,13 @@ class BudgetAlert:
             "scope": self.scope,
             "subject": self.subject,
             "period": self.period,
-            "period_start": _iso(self.period_start),
-            "period_end": _iso(self.period_end),
+            "period_start": iso_time(self.period_start),
+            "period_end": iso_time(self.period_end),
             "limit_usd": str(self.limit_usd),
             "threshold": self.threshold,
             "spent_usd": str(self.spent_usd),
         }
-        document = {"type": EVENT_TYPE, "timestamp": _iso(self.at), "data": data}
-        return json.dumps(document, separators=(",", ":")).encode()
+        return webhook_payload(EVENT_TYPE, self.at, data)
 
     def audit_event(self) -> AuditEvent:
         return AuditEvent(
@@ -103,7 +75,7 @@ class BudgetAlert:
             reason=f"{self.threshold:g} of the {self.period}ly budget of USD {self.limit_usd} reached",
             details={
                 "period": self.period,
-                "period_start": _iso(self.period_start),
+                "period_start": iso_time(self.period_start),
                 "limit_usd": str(self.limit_usd),
                 "threshold": self.threshold,
                 "spent_usd": str(self.spent_usd),
@@ -114,208 +86,10 @@ class BudgetAlert:
         )
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
-
-
-class WebhookSecret:
-    """A Standard Webhooks signing secret. Nothing about it is ever shown: not by repr, not in errors."""
-
-    __slots__ = ("_key",)
-
-    def __init__(self, value: bytes | str) -> None:
-        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-        text = text.strip()
-        if not text.startswith(SECRET_PREFIX):
-            raise ValueError(f"a webhook secret is {SECRET_PREFIX!r} followed by base64")
-        try:
-            key = base64.b64decode(text[len(SECRET_PREFIX) :], validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError(f"a webhook secret is {SECRET_PREFIX!r} followed by base64") from None
-        if not _MIN_KEY <= len(key) <= _MAX_KEY:
-            raise ValueError(f"a webhook secret's key is {_MIN_KEY} to {_MAX_KEY} bytes")
-        self._key = key
-
-    def __repr__(self) -> str:
-        return "WebhookSecret(…)"
-
-    def signature(self, message_id: str, timestamp: int, body: bytes) -> str:
-        signed = f"{message_id}.{timestamp}.".encode() + body
-        return "v1," + base64.b64encode(hmac.new(self._key, signed, hashlib.sha256).digest()).decode()
-
-
-def signed_headers(secret: WebhookSecret, message_id: str, body: bytes, timestamp: int) -> dict[str, str]:
-    return {
-        "content-type": "application/json",
-        "webhook-id": message_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": secret.signature(message_id, timestamp, body),
-    }
-
-
 def vault_secrets(vault: Vault) -> SecretReader:
-    """Reads webhook secrets from the tenant's vault, each read audited (the gateway reads for itself: no user)."""
-    from chamberlain.gateway.server_config import split_vault_reference
-    from chamberlain.vault.backend import SecretRef
-
-    async def read(tenant: str, reference: str) -> bytes:
-        source, name = split_vault_reference(reference)
-        return await vault.use(
-            tenant, WEBHOOK_UPSTREAM, None, None, SecretRef(tenant, source, name), purpose="budget alert signature"
-        )
-
-    return read
+    """Reads budget webhook secrets (bound to "budget-alerts") from the tenant's vault, each read audited."""
+    return vault_secret_reader(vault, WEBHOOK_UPSTREAM, purpose="budget alert signature")
 
 
-class AlertSender:
-    """Records each alert's audit event and delivers its webhook in a task of its own (see the module docstring)."""
-
-    def __init__(
-        self,
-        secrets: SecretReader,
-        *,
-        resolver: Resolver,
-        policy: AddressPolicy,
-        audit: AuditSink | None = None,
-        allow_http_loopback: bool = False,
-        timeout: float = 15.0,
-        attempts: int = 8,
-        first_delay: float = 1.0,
-        max_delay: float = 600.0,
-        max_pending: int = 1000,
-        concurrency: int = 4,
-    ) -> None:
-        self._secrets = secrets
-        self._audit = audit
-        self._allow_http_loopback = allow_http_loopback
-        self._attempts = attempts
-        self._first_delay = first_delay
-        self._max_delay = max_delay
-        self._max_pending = max_pending
-        self._client = guarded_client(resolver=resolver, policy=policy, timeout=timeout)
-        self._sending = asyncio.Semaphore(concurrency)  # requests at once; waiting between attempts holds none
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.delivered = 0
-        self.failed = 0  # given up (attempts exhausted, 410, or a refused URL or secret)
-
-    def submit(self, alert: BudgetAlert) -> None:
-        """Never raises, never waits: the audit event is queued, the delivery runs in its own task."""
-        if self._audit is not None:
-            self._audit.record(alert.audit_event())
-        if alert.webhook is None:
-            return
-        if len(self._tasks) >= self._max_pending:
-            self.failed += 1
-            logger.error("budget alert %s not sent: %d deliveries are pending already", alert.id, len(self._tasks))
-            return
-        task = asyncio.get_running_loop().create_task(self._deliver(alert), name=f"budget-alert-{alert.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def drained(self) -> None:
-        """Waits until every delivery submitted so far has succeeded or been given up (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def aclose(self) -> None:
-        """Stops pending deliveries (their alerts stay in the audit log) and closes the HTTP client."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if tasks:
-            logger.warning("%d budget alert webhook(s) still pending were dropped at shutdown", len(tasks))
-        await self._client.aclose()
-
-    # -- one delivery -------------------------------------------------------------------------------------------
-
-    async def _deliver(self, alert: BudgetAlert) -> None:
-        assert alert.webhook is not None
-        target = _loggable(alert.webhook)
-        problem = self._url_problem(alert.webhook)
-        if problem is not None:
-            self._give_up(alert, target, problem)
-            return
-        try:
-            if alert.webhook_secret is None:
-                raise ValueError("the rule names no webhook secret")
-            secret = WebhookSecret(await self._secrets(alert.tenant, alert.webhook_secret))
-        except Exception as error:  # a vault refusal or a malformed value: its class says enough
-            self._give_up(alert, target, f"no usable signing secret ({type(error).__name__})")
-            return
-        body = alert.body()
-        for attempt in range(1, self._attempts + 1):
-            outcome, detail, retry_after = await self._attempt(alert.webhook, secret, alert.id, body)
-            if outcome == "delivered":
-                self.delivered += 1
-                return
-            if outcome == "gone" or attempt == self._attempts:
-                self._give_up(alert, target, f"{detail} after {attempt} attempt(s)")
-                return
-            delay = self._delay(attempt, retry_after)
-            logger.info(
-                "budget alert %s to %s: attempt %d failed (%s); retrying in %.1f s",
-                alert.id,
-                target,
-                attempt,
-                detail,
-                delay,
-            )
-            await asyncio.sleep(delay)
-
-    async def _attempt(
-        self, url: str, secret: WebhookSecret, message_id: str, body: bytes
-    ) -> tuple[Literal["delivered", "gone", "failed"], str, float | None]:
-        """One POST: the outcome, what happened, and the receiver's Retry-After in seconds if it gave one."""
-        headers = signed_headers(secret, message_id, body, int(time.time()))
-        try:
-            async with self._sending:
-                response = await self._client.post(url, content=body, headers=headers)
-        except (httpx.HTTPError, FetchError) as error:
-            return "failed", type(error).__name__, None  # the class only: a message may quote the URL
-        status = f"HTTP {response.status_code}"
-        if response.is_success:
-            return "delivered", status, None
-        if response.status_code == 410:
-            return "gone", status, None  # Standard Webhooks: the receiver wants no more
-        return "failed", status, _retry_after(response)
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self._max_delay)
-        # Exponential backoff with jitter on the upper half: spread out, never shorter than half the step.
-        step = min(self._first_delay * 2.0 ** (attempt - 1), self._max_delay)
-        return step / 2 + random.uniform(0, step / 2)  # noqa: S311 - spreading retries, not secrecy
-
-    def _url_problem(self, url: str) -> str | None:
-        parsed = httpx.URL(url)
-        if parsed.scheme == "https":
-            return None
-        if parsed.scheme == "http" and self._allow_http_loopback and is_loopback_host(parsed.host):
-            return None
-        return "plain http is refused (https only, or loopback when allowed)"
-
-    def _give_up(self, alert: BudgetAlert, target: str, reason: str) -> None:
-        self.failed += 1
-        logger.error("budget alert %s to %s was not delivered: %s", alert.id, target, reason)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """RFC 9110 §10.2.3: delay-seconds or an HTTP-date."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    with contextlib.suppress(TypeError, ValueError):
-        moment: datetime = email.utils.parsedate_to_datetime(value)
-        return max(0.0, moment.timestamp() - time.time())
-    return None
-
-
-def _loggable(url: str) -> str:
-    """Scheme, host and path only: a query may carry a token of the receiver's."""
-    parsed = httpx.URL(url)
-    return str(parsed.copy_with(query=None, fragment=None))
+# AuditSink stays importable from here for cost/budgets.py.
+__all__ = ["EVENT_TYPE", "SYSTEM", "WEBHOOK_UPSTREAM", "AuditSink", "BudgetAlert", "vault_secrets"]

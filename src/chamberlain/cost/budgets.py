@@ -86,7 +86,7 @@ _ADJECTIVE: Final[dict[Period, str]] = {"day": "daily", "week": "weekly", "month
 # -- configuration --------------------------------------------------------------------------------------------------
 
 
-def _webhook_url(url: str) -> str:
+def webhook_url(url: str) -> str:
     # The alert is signed, not encrypted: it leaves the machine only over TLS.
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password:
@@ -108,7 +108,7 @@ class BudgetRule(BaseModel):
     period: Period = "month"
     limit_usd: Decimal = Field(ge=0, le=_MAX_LIMIT_USD, allow_inf_nan=False)
     alert_at: tuple[float, ...] = (0.5, 0.8, 1.0)
-    webhook: Annotated[str, AfterValidator(_webhook_url)] | None = None
+    webhook: Annotated[str, AfterValidator(webhook_url)] | None = None
     webhook_secret: VaultReference | None = Field(None, description="SOURCE/NAME: a whsec_ secret in the vault")
 
     @field_validator("alert_at")

@@ -52,8 +52,9 @@ NAMED_TARGETS: dict[str, tuple[Kind, str]] = {
 }
 
 
-def parse_client_body(body: bytes) -> tuple[list[ClientMessage], bool]:
-    """The messages in a POST body and whether it was a batch. Raises InvalidMessage."""
+def parse_client_document(body: bytes) -> tuple[Any, list[ClientMessage], bool]:
+    """The decoded body, its messages (whose params are the document's own objects: a change to them is a change
+    to the document) and whether it was a batch. Raises InvalidMessage."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -61,8 +62,8 @@ def parse_client_body(body: bytes) -> tuple[list[ClientMessage], bool]:
     if isinstance(document, list):
         if not document:
             raise InvalidMessage(INVALID_REQUEST, "an empty batch is not a valid request")  # JSON-RPC 2.0 §6
-        return [_message(item) for item in document], True
-    return [_message(document)], False
+        return document, [_message(item) for item in document], True
+    return document, [_message(document)], False
 
 
 def _message(item: object) -> ClientMessage:

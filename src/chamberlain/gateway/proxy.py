@@ -3,8 +3,12 @@
 Order of checks, each stopping the request with its protocol's error:
   Origin (403) -> bearer token (401 / 403 insufficient_scope) -> message size (413) -> JSON-RPC shape (400) ->
   2026-07-28 header/body agreement (400, -32020) -> the caller's roles reach this server (403) ->
-  tool / prompt / resource policy (JSON-RPC error, nothing sent upstream) -> session binding (404) -> upstream.
-List results come back filtered to what the caller may use. The client's token is never sent upstream.
+  tool / prompt / resource policy (JSON-RPC error, nothing sent upstream) -> data protection on the arguments
+  (a `block` action, or the external lookup gate: JSON-RPC error, nothing sent upstream) -> session binding (404)
+  -> upstream.
+List results come back filtered to what the caller may use, and results (tools/call, resources/read, prompts/get)
+item by item to what the caller's clearance allows, with the detectors' redactions (gateway/data_protection.py).
+The client's token is never sent upstream.
 
 Both ways, the leak guard (vault/leak_guard.py) redacts any credential value the gateway injected into a tenant's
 upstream requests: from the client's message before it goes upstream (a value copied into a tool's arguments would
@@ -26,6 +30,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from chamberlain.audit.log import AuditUnavailable
 from chamberlain.gateway import jsonrpc
+from chamberlain.gateway.data_protection import DataProtection
 from chamberlain.gateway.events import Decision, GatewayEvent
 from chamberlain.gateway.jsonrpc import ClientMessage, InvalidMessage, RequestId
 from chamberlain.gateway.listing import LIST_METHODS, NamePolicy, filter_list_response
@@ -116,6 +121,7 @@ class _Exchange:
         self.max_bytes = resource.server.config.max_message_bytes if resource.server.config else 4 * 1024 * 1024
         # Set once the caller's roles are known to reach this server: what policy lets the caller use there.
         self.access: NamePolicy = _NOTHING
+        self.protection: DataProtection | None = None  # set with `access` when the tenant's data protection is on
         self.listed: dict[RequestId | None, str] = {}  # ids of list requests -> method, to filter their answers
         self.pending: list[RequestId] = []  # ids of requests that must get an answer
         self.allowed: list[GatewayEvent] = []  # this request's allowed decisions (recorded first when fail-closed)
@@ -128,7 +134,7 @@ class _Exchange:
             await self._refuse(413, None, jsonrpc.INVALID_REQUEST, "the message exceeds the size limit")
             return
         try:
-            messages, batch = jsonrpc.parse_client_body(body)
+            document, messages, batch = jsonrpc.parse_client_document(body)
         except InvalidMessage as invalid:
             await self._refuse(400, None, invalid.code, invalid.message)
             return
@@ -161,6 +167,8 @@ class _Exchange:
             return
         self.listed = {message.id: message.method for message in messages if message.method in LIST_METHODS}
         self.pending = [message.id for message in messages if message.kind == "request" and message.id is not None]
+        if self.protection is not None and self.protection.request_changed:
+            body = jsonrpc.encode(document)
         if self.app.leak_guard.watching(self.app.id):
             body = self._guarded(body, "request")
             self.forwarded = self._guarded_headers(self.forwarded, "request")
@@ -177,6 +185,8 @@ class _Exchange:
             await _send_json(self.send, 403, {"error": "forbidden", "error_description": description})
             return False
         self.access = access
+        if self.app.dlp.enabled:
+            self.protection = DataProtection(self.app, self.server, self.principal, self.request_id)
         return True
 
     async def _within_rate_limits(self, messages: list[ClientMessage]) -> bool:
@@ -208,11 +218,16 @@ class _Exchange:
                 continue
             target = jsonrpc.target_name(message)
             name = target[1] if target else None
+            assert message.id is not None
             if target is not None and not self.access.permits(*target):
                 singular = target[0][:-1]
-                assert message.id is not None
                 refusals[message.id] = f"{singular} '{name}' is not permitted for your roles"
                 self._emit("denied", message.method, name, f"{singular} not permitted by policy")
+                continue
+            protected = self.protection.refusal(message) if self.protection is not None else None
+            if protected is not None:
+                refusals[message.id] = protected
+                self._emit("denied", message.method, name, "refused by data protection")
             else:
                 self._emit("allowed", message.method, name, None)
         return refusals
@@ -338,7 +353,7 @@ class _Exchange:
                 first = self.pending[0] if self.pending else None
                 await self._refuse(response.status, first, jsonrpc.UPSTREAM_FAILED, problem)
                 return
-            if self.listed and _filter(document, self.access, self.listed):
+            if self._judged(document):
                 body = jsonrpc.encode(document)
             if self.app.leak_guard.watching(self.app.id):
                 body = self._guarded(body, "response")
@@ -377,7 +392,7 @@ class _Exchange:
                     raise UpstreamError("protocol", "the upstream sent an event that is not JSON") from None
                 if isinstance(document, dict) and "method" not in document:
                     unanswered.discard(document.get("id"))
-                if self.listed and _filter(document, self.access, self.listed):
+                if self._judged(document):
                     event = message_event(jsonrpc.encode(document))
             await self._send_scanned(scanner, event)
 
@@ -434,6 +449,13 @@ class _Exchange:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _judged(self, document: Any) -> bool:
+        """Filters list answers by policy and applies data protection to answers, in place; True when changed."""
+        listed = bool(self.listed) and _filter(document, self.access, self.listed)
+        protection = self.protection
+        protected = protection is not None and bool(protection.awaited) and protection.guard_answer(document)
+        return listed or protected
 
     def _guarded(self, data: bytes, direction: str) -> bytes:
         scanned = self.app.leak_guard.scan(self.app.id, data)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from chamberlain.dlp.levels import LevelName
 from chamberlain.net.hosts import is_loopback_host
 from chamberlain.vault.backend import check_name
 
@@ -294,7 +295,12 @@ class ServerConfig(_Model):
     command: tuple[str, ...] | None = None
     env: dict[str, str] = Field(default_factory=dict)  # extra environment for a stdio command
     scopes: tuple[str, ...] = DEFAULT_SCOPES  # scopes a client token needs to reach this server
-    external: bool = False  # true when the server sends data outside the company (DLP rules apply)
+    # Data protection (dlp/): a server or tool marked external sends what it receives outside the company, so the
+    # arguments it gets are held to the levels external lookups may receive; `classification` is the level of
+    # everything the server returns (labels, rules and detectors may raise it, never lower it).
+    external: bool = False
+    external_tools: tuple[str, ...] = Field((), description="tools of this server that are external")
+    classification: LevelName | None = None
     credential: UpstreamCredentialConfig = NoCredential()
     timeout: float = Field(30.0, gt=0, le=3600, description="seconds to wait for the upstream's answer")
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)

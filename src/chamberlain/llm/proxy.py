@@ -44,6 +44,7 @@ from chamberlain.cost.pricing import Pricing, PricingError
 from chamberlain.cost.records import UsageRecord
 from chamberlain.cost.teams import team_of
 from chamberlain.cost.usage import UsageMeter
+from chamberlain.dlp.messages import guard_outgoing
 from chamberlain.gateway.protected_resource import METADATA_PREFIX
 from chamberlain.gateway.upstream import UpstreamError
 from chamberlain.gateway.upstream_credentials import actor_of, current_request_id, user_id_of
@@ -140,6 +141,8 @@ class _Exchange:
             body = with_model(body, model)
             details = {"route": routed.rule}
             await self._audit(tenant, principal, "success", request.model, model, None, details)
+        if tenant.dlp.enabled and tenant.dlp.config.llm_gate:
+            body = await self._protected(tenant, principal, body, model)
         user = user_id_of(principal)
         await self._within_rate_limits(tenant, principal, user, request)
         team = team_of(principal.roles, llm.teams)
@@ -412,6 +415,29 @@ class _Exchange:
         )
         return cost
 
+    async def _protected(self, tenant: Tenant, principal: AccessTokenClaims, body: bytes, model: str) -> bytes:
+        """The tenant's `dlp.llm_gate`: the model API is external, so what is sent to it (system prompt and
+        messages, tool results included) is held to the levels external lookups may receive, `block` actions refuse
+        it and `redact` actions apply (the body is then encoded again)."""
+        document = orjson.loads(body)
+        content = {"content": {"system": document.get("system"), "messages": document.get("messages")}}
+        outcome = guard_outgoing(
+            tenant.dlp, content, "content", what="the request", target="the model API", external=True
+        )
+        if outcome.refusal is not None:
+            details = {
+                "level": outcome.level.label,
+                "detections": dict(outcome.detections),
+                "sources": sorted(outcome.sources),
+            }
+            action = Action.DLP_DETECTION if outcome.blocked else Action.EXTERNAL_LOOKUP_BLOCKED
+            await self._audit(tenant, principal, "denied", model, model, outcome.refusal, details, action=action)
+            raise LlmError("permission_error", outcome.refusal)
+        if not outcome.changed:
+            return body
+        document.update((key, value) for key, value in content["content"].items() if value is not None)
+        return orjson.dumps(document)
+
     async def _audit(
         self,
         tenant: Tenant,
@@ -421,9 +447,11 @@ class _Exchange:
         model: str,
         reason: str | None,
         details: dict[str, Any] | None = None,
+        *,
+        action: Action = Action.LLM_REQUEST,
     ) -> None:
         event = AuditEvent(
-            action=Action.LLM_REQUEST,
+            action=action,
             outcome=outcome,
             tenant=tenant.id,
             actor=actor_of(principal),

@@ -1,4 +1,4 @@
-"""One tenant's own settings: roles, session timeouts, quotas, rate limits, the LLM proxy and budgets.
+"""One tenant's own settings: roles, session timeouts, quotas, rate limits, the LLM proxy, budgets and data protection.
 
 Written under `tenants: {ID: …}` in chamberlain.yaml, or stored in the database by the admin API and
 `chamberlain roles import` (the `tenants.config` column). Where both set a section, the file's wins.
@@ -16,6 +16,7 @@ from limits import parse as parse_rate_limit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from chamberlain.cost.budgets import BudgetRule
+from chamberlain.dlp.config import DlpConfig
 from chamberlain.gateway.server_config import VaultReference
 from chamberlain.net.hosts import is_loopback_host
 from chamberlain.policy.roles import RolesDocument
@@ -136,6 +137,7 @@ class TenantConfig(_Section):
     llm: LlmConfig = LlmConfig()
     # Spend limits per user, team or tenant and period (cost/budgets.py), held by the LLM proxy before forwarding.
     budgets: tuple[BudgetRule, ...] = ()
+    dlp: DlpConfig = DlpConfig()
 
     def overlaid_by(self, file_config: TenantConfig) -> TenantConfig:
         """This (stored) config with every section the file sets replaced by the file's."""

@@ -1,7 +1,7 @@
 """A tenant's configuration in force: what the store holds, with each section the config file sets replacing it.
 
-The file's part is `tenants.ID` in chamberlain.yaml and, for the default tenant, the top-level `roles:`, `llm:` and
-`budgets:` when the file sets them. Used by the running gateway (state.py) and by CLI commands that enforce a
+The file's part is `tenants.ID` in chamberlain.yaml and, for the default tenant, the top-level `roles:`, `llm:`,
+`budgets:` and `dlp:` when the file sets them. Used by the running gateway (state.py) and by CLI commands that enforce a
 tenant's quotas.
 """
 
@@ -15,7 +15,7 @@ from chamberlain.store.tenants import TenantRepository
 from chamberlain.tenancy.config import TenantConfig
 
 # Top-level settings that are the default tenant's sections when the file sets them.
-_DEFAULT_TENANT_SECTIONS = ("roles", "llm", "budgets")
+_DEFAULT_TENANT_SECTIONS = ("roles", "llm", "budgets", "dlp")
 
 
 def from_file(settings: Settings, tenant_id: str) -> TenantConfig:

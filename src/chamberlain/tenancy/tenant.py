@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from chamberlain.audit.service import AuditService
 from chamberlain.crypto.master_key import MasterKey
 from chamberlain.crypto.signing_keys import KeyRing
+from chamberlain.dlp.engine import DlpEngine
 from chamberlain.gateway.events import EventBus
 from chamberlain.gateway.sessions import SessionBinder
 from chamberlain.gateway.upstream_credentials import (
@@ -116,6 +117,7 @@ class Tenant:
         self._server_names: frozenset[str] | None = None
         self.config = config
         self.policy = Policy(self.roles)
+        self.dlp = self._dlp_engine(config)
 
     # -- configuration --------------------------------------------------------------------------------------------
 
@@ -126,9 +128,17 @@ class Tenant:
     def configure(self, config: TenantConfig) -> None:
         """A new effective config from the refresher; the compiled policy is rebuilt only when roles changed."""
         roles_changed = config.roles != self.config.roles
+        dlp_changed = config.dlp != self.config.dlp
         self.config = config
         if roles_changed:
             self.policy = Policy(self.roles)
+        if dlp_changed:
+            self.dlp = self._dlp_engine(config)
+
+    def _dlp_engine(self, config: TenantConfig) -> DlpEngine:
+        # Redaction hashes are keyed per tenant: equal values are joinable within a tenant, never across tenants.
+        key = self.shared.master_key.derive(f"dlp-redaction:{self.id}")
+        return DlpEngine(config.dlp, self.shared.settings.audit.classification_rules, key)
 
     def set_servers(self, servers: list[Server]) -> bool:
         """The tenant's servers as now stored and configured; True when the set of names changed."""

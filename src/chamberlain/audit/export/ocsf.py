@@ -47,6 +47,7 @@ _ACTIVITIES: dict[str, tuple[OcsfClass, int]] = {
     Action.MFA: (AUTHENTICATION, _LOGON),
     Action.SIGN_OUT: (AUTHENTICATION, _LOGOFF),
     Action.DLP_DETECTION: (DETECTION_FINDING, _CREATE),
+    Action.DLP_WITHHELD: (DETECTION_FINDING, _CREATE),
     Action.EXTERNAL_LOOKUP_BLOCKED: (DETECTION_FINDING, _CREATE),
     # Each of these mints a new token.
     Action.TOKEN_ISSUED: (API_ACTIVITY, _CREATE),
