@@ -53,6 +53,9 @@ from bench._common import REPO, num, table
 from bench.dlp_corpus import ENTITY_TYPES, Document, Label
 
 from chamberlain.dlp.config import DlpConfig
+from chamberlain.dlp.engine import DlpEngine
+from chamberlain.dlp.levels import Level
+from chamberlain.dlp.messages import guard_outgoing, guard_result
 from chamberlain.dlp.scanner import Scanner, build_scanner
 
 PRESIDIO = REPO / "bench" / ".peers" / "presidio"
@@ -445,6 +448,65 @@ def print_speed(scanner: Scanner, messages: dict[str, list[str]], rounds: int, p
     print("  MB/s per core: UTF-8 bytes over CPU seconds.")
 
 
+PROSE = (
+    "The on-call rotation changes every Monday at nine; whoever holds the pager reviews the open incidents, "
+    "hands over in the team channel and updates the runbook where a step was unclear. Escalations go to the "
+    "duty manager after thirty minutes without progress."
+)
+
+
+def _gateway_exchanges() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """(tools/call request, its answer) pairs as the proxy sees them, decoded."""
+    echo = "Summarise the on-call handbook for the new starters joining on Monday"
+
+    def hits(text: Callable[[int], str]) -> dict[str, Any]:
+        items = [
+            {"type": "resource", "resource": {"uri": f"kb://wiki/page-{index}", "text": text(index)}}
+            for index in range(10)
+        ]
+        return {"jsonrpc": "2.0", "id": 1, "result": {"content": items}}
+
+    search = {"name": "search", "arguments": {"query": "on-call rotation"}}
+    return {
+        "echo": (
+            {"name": "echo", "arguments": {"text": echo}},
+            {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": echo}]}},
+        ),
+        "search, 10 hits of 300 B prose": (search, hits(lambda index: PROSE)),
+        "search, 10 hits of 300 B dense with identifiers": (search, hits(lambda index: dlp_corpus.message(index, 300))),
+    }
+
+
+def print_gateway_path(rounds: int) -> None:
+    """What data protection adds to one proxied tools/call: the arguments judged on the way out, the answer judged
+    item by item on the way back, with the default detectors and a clearance of internal; beside the decoding of the
+    same messages, which the proxy does anyway."""
+    engine = DlpEngine(DlpConfig(), (), b"k" * 32)
+    print("\nOn the gateway's path: CPU per tools/call (request arguments and answer), default detectors")
+    rows = []
+    for name, (params, answer) in _gateway_exchanges().items():
+        encoded = (json.dumps(params), json.dumps(answer))
+
+        def protect(_: str, encoded: tuple[str, str] = encoded) -> None:
+            request, response = json.loads(encoded[0]), json.loads(encoded[1])
+            guard_outgoing(engine, request, "arguments", what="the arguments", target="'x'", external=False)
+            guard_result(engine, response, "tools/call", clearance=_up_to_internal, declared=Level.PUBLIC, tool="x")
+
+        def floor(_: str, encoded: tuple[str, str] = encoded) -> None:
+            json.loads(encoded[0])
+            json.loads(encoded[1])
+
+        work = ["x"] * 200
+        with_dlp = 1e6 * statistics.median(cpu_per_call(protect, work, rounds))
+        bare = 1e6 * statistics.median(cpu_per_call(floor, work, rounds))
+        rows.append([name, num(with_dlp, 1), num(bare, 1), num(with_dlp - bare, 1)])
+    print(table(["exchange", "decode + DLP µs", "decode alone µs", "DLP adds µs"], rows))
+
+
+def _up_to_internal(level: Level) -> bool:
+    return level <= Level.INTERNAL
+
+
 def print_evaluator(scanner: Scanner, peer: PresidioRun, examples: int) -> None:
     """The second corpus, presidio-evaluator's: written by Presidio's authors, not tuned against by ours."""
     corpus = peer.evaluator
@@ -546,6 +608,7 @@ def main() -> None:
     if peer:
         print_evaluator(scanner, peer, args.examples)
     print_speed(scanner, messages, rounds, peer)
+    print_gateway_path(rounds)
     print(f"\nTotal time {time.perf_counter() - began:.0f} s.")
 
 

@@ -5,7 +5,9 @@ from an internal tool cannot be passed to an external one (the upstream records 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,13 @@ import pytest
 from chamberlain.audit.events import Action
 from chamberlain.identity.passwords import hash_password
 from chamberlain.store.users import UserRepository
+from chamberlain.vault.backend import SecretRef
+from chamberlain.vault.settings import CredentialKind
+from tests.integration.test_budgets_alerts import receiving, verify
 from tests.support.audit_events import recorded
+from tests.support.canary import watch
 from tests.support.dlp_upstream import ITEMS, REPORT
+from tests.support.gateway import vault_of
 from tests.support.server import USER_PASSWORD, RunningServer, running_server
 from tests.support.tenants import access_token, add_tenant
 from tests.support.upstreams import HttpUpstreamProcess
@@ -51,7 +58,8 @@ RULES = [
         "audit_level": "forensic",
     },
 ]
-URIS = [uri for uri, _, _ in ITEMS]  # public, internal, confidential, restricted
+URIS = [uri for uri, _, _ in ITEMS]
+ALERT_KEY = os.urandom(32)  # public, internal, confidential, restricted
 
 
 @dataclass
@@ -72,9 +80,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "websearch": {"url": upstream.url, "external": True},
     }
     try:
-        with running_server(
-            directory / "data", servers=servers, roles=ROLES, audit={"classification_rules": RULES}
-        ) as gateway:
+        # Private networks allowed: the alert test's webhook receiver listens on loopback.
+        settings = {"audit": {"classification_rules": RULES}, "registration": {"allow_private_networks": True}}
+        with running_server(directory / "data", servers=servers, roles=ROLES, **settings) as gateway:
             asyncio.run(_add_people(gateway))
             yield Stack(gateway, record)
     finally:
@@ -237,3 +245,48 @@ async def test_a_custom_pattern_that_backtracks_catastrophically_fails_closed(
         body["params"]["arguments"]["text"] = "hello"  # the gateway is still up and serves the next call
         answer = await client.post("/mcp/demo", json=body, headers=headers)
         assert answer.json()["result"]["content"][0]["text"] == "hello"
+
+
+# -- alerts ------------------------------------------------------------------------------------------------------
+
+
+async def test_an_alert_action_sends_a_signed_webhook_naming_the_compliance_contact(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    tenant, email = "alerted", "jane.roe@corp.example"
+    secret = "whsec_" + base64.b64encode(ALERT_KEY).decode()
+    watch(secret)
+    async with receiving((500, {}), (200, {})) as receiver:
+        alerts = {"webhook": receiver.url, "webhook_secret": "alerts/dlp", "compliance_contact": "dpo@corp.example"}
+        roles = {"enterprise_roles": {"developer": {"mcp_servers": ["demo"], "data_classification_access": "*"}}}
+        config = {"roles": roles, "dlp": {"detectors": {"email_address": {"action": "alert"}}, "alerts": alerts}}
+        await add_tenant(stack.gateway, tenant, users={"ann": ("developer",)}, config=config)
+        async with vault_of(stack.gateway) as vault:
+            ref = SecretRef(tenant, "alerts", "dlp")
+            await vault.store(ref, secret.encode(), kind=CredentialKind.API_KEY, bindings=["dlp-alerts"])
+        base = f"{stack.gateway.base_url}/t/{tenant}"
+        bearer = await access_token(stack.gateway, tenant, "ann", f"{base}/mcp/demo")
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}
+        body["params"]["arguments"] = {"text": f"write to {email}"}
+        headers = {**MCP_HEADERS, "Authorization": f"Bearer {bearer}"}
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            answer = await client.post("/mcp/demo", json=body, headers=headers)
+        assert answer.json()["result"]["content"][0]["text"] == f"write to {email}"  # alert: passed on
+        deadline = asyncio.get_running_loop().time() + 15  # the sender runs on the gateway's own loop
+        while len(receiver.deliveries) < 3 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    attempts: dict[str, list[Any]] = {}
+    for delivery in receiver.deliveries:
+        attempts.setdefault(delivery.headers["webhook-id"], []).append(delivery)
+    # One alert for the arguments, one for the answer echoing them; the first attempt met the 500 and was retried.
+    assert sorted(len(tries) for tries in attempts.values()) == [1, 2]
+    sent = []
+    for tries in attempts.values():
+        verify(tries[-1], ALERT_KEY)
+        sent.append(json.loads(tries[-1].body))
+    assert sorted(alert["data"]["direction"] for alert in sent) == ["request", "response"]
+    for alert in sent:
+        assert alert["type"] == "dlp.detection"
+        assert alert["data"]["compliance_contact"] == "dpo@corp.example"
+        assert set(alert["data"]["counts"]) == {"email_address"}  # the answer carries it twice (structured too)
+    assert email.encode() not in b"".join(delivery.body for delivery in receiver.deliveries)

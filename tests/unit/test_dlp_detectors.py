@@ -13,7 +13,7 @@ import pytest
 from chamberlain.dlp.config import DlpConfig
 from chamberlain.dlp.detectors.checksums import iban_mod97, luhn, verhoeff
 from chamberlain.dlp.detectors.entropy import shannon_entropy
-from chamberlain.dlp.detectors.payment_cards import card_scheme
+from chamberlain.dlp.detectors.payment_cards import CardDetector, card_scheme
 from chamberlain.dlp.scanner import Scanner, build_scanner
 
 SCANNER = build_scanner(DlpConfig())
@@ -408,3 +408,55 @@ def test_json_payload_of_every_type_round_trips_through_the_scanner() -> None:
     document = json.dumps({"fields": [secret for _, secret in SECRETS]})
     kinds = [kind for kind, _ in found(document)]
     assert sorted(kinds) == sorted(kind for kind, _ in SECRETS)
+
+
+# -- regressions found by bench/dlp_bench.py --------------------------------------------------------------------------
+
+
+def test_an_international_phone_number_is_no_card_though_it_passes_luhn() -> None:
+    number = "+" + with_luhn("491512310877")  # 13 digits starting 4: a Visa, were it not for its "+"
+    assert card_scheme(number[1:]) == "visa"
+    assert found(f"Dial {number}, then press 2.") == [("phone_number", number)]
+    assert found(f"tel={number}") == [("phone_number", number)]
+
+
+def test_card_digits_glued_to_a_dash_inside_a_token_are_no_card() -> None:
+    visa13 = with_luhn("477166060689")
+    assert "credit_card" not in types_found(f"ref AC8NMFH9B3P-{visa13}-x9 done")
+    assert "credit_card" not in types_found(f"build_7-{card('4', 16)} ok")
+    # Dashes between a card's own groups, and a dash set off by spaces, still leave it a card.
+    visa = card("4", 16)
+    assert found(f"card {grouped(visa, (4, 4, 4, 4), '-')} ok") == [("credit_card", grouped(visa, (4, 4, 4, 4), "-"))]
+    assert found(f"Total - {visa}") == [("credit_card", visa)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2420 6074 3636 3634 0882 x", "se29 2420 6074 3636 3634 0882 (sepa)", "5555 5555 5555 4444 1234"],
+)
+def test_a_card_followed_by_one_last_group_of_four_digits_does_not_crash(text: str) -> None:
+    """The group after a card was read as the start of a window, and the separator after it past the run's end."""
+    assert luhn("2420607436363634") and luhn("5555555555554444")
+    card_text = text.removeprefix("se29 ")[:19]
+    assert [(span.start, span.end) for span in CardDetector().find(text)] == [
+        (text.index(card_text), text.index(card_text) + 19)
+    ]
+    found(text)  # and the scanner reports no detector failure
+
+
+def test_a_nir_needs_a_keyword_nearby() -> None:
+    """A 15-digit number starting 1 or 2 passes the NIR key one time in 97: an order number is not a NIR."""
+    value = nir("1800898677554")
+    assert value == "180089867755402"
+    assert "national_id" not in types_found(f"Number is {value}")
+    for written in (f"NIR {value}", f"N° de sécurité sociale : {value}", f"numero de securite sociale {value}"):
+        assert found(written) == [("national_id", value)], written
+    assert found(f"INSEE: {value[:1]} {value[1:3]} {value[3:5]} {value[5:7]} {value[7:10]} {value[10:13]} {value[13:]}")
+
+
+@pytest.mark.parametrize("region", ["GB", "DE", "FR"])
+def test_the_fraction_of_a_clock_time_is_no_phone_number(region: str) -> None:
+    scanner = build_scanner(DlpConfig(phone_regions=("US", region)))
+    for text in ("at 12:12:08.717850 ok", "ts=2026-11-28T12:12:08.717850Z", "took 00:01:30.123456"):
+        assert "phone_number" not in {kind for kind, _ in found(text, scanner)}, text
+    assert found("Phone: +44 20 7946 0958", scanner) == [("phone_number", "+44 20 7946 0958")]

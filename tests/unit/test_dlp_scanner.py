@@ -11,6 +11,7 @@ import logging
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,11 +19,12 @@ from hypothesis import strategies as st
 
 from chamberlain.dlp.config import DetectorSetting, DlpConfig
 from chamberlain.dlp.detection import Detection, DetectorFailure
-from chamberlain.dlp.detectors import Span
+from chamberlain.dlp.detectors import DIGIT, Span, Trigger, trigger_of
+from chamberlain.dlp.detectors.assignments import ascii_lower
 from chamberlain.dlp.detectors.checksums import iban_mod97, luhn
 from chamberlain.dlp.levels import Level
 from chamberlain.dlp.patterns_file import CustomPattern
-from chamberlain.dlp.scanner import MAX_SPAN, Scanner, TextStream, _Active, build_scanner
+from chamberlain.dlp.scanner import GATE_MAX_LENGTH, MAX_SPAN, Scanner, TextStream, _Active, build_scanner
 
 SCANNER = build_scanner(DlpConfig())
 VISA = "4111111111111111"
@@ -333,3 +335,134 @@ def test_values_in_json_strings_map_back_to_exactly_their_escaped_writing(
     text = '{"text": "' + inside + json.dumps(" " + after, ensure_ascii=escaping != "plain")[1:-1] + '"}'
     decoded = [json.loads(f'"{text[d.start : d.end]}"') for d in SCANNER.scan(text).detections]
     assert value in decoded
+
+
+# -- triggers --------------------------------------------------------------------------------------------------------
+
+# Every detector run on every text: what the trigger fast path must give exactly.
+REFERENCE = Scanner(SCANNER._detectors, [], 0.05, triggers=False)
+
+_HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').decode().rstrip("=")
+# Values of every built-in type, triggers on their own (a token prefix, a key name, digits of other scripts), and
+# near misses, so that random joins of them land on each side of every trigger and detector.
+FRAGMENTS = [
+    VISA,
+    "4111 1111 1111 1111",
+    EMAIL,
+    "@",
+    "jane\\u0040example.com",
+    AWS_KEY,
+    "ASIA",
+    IBAN,
+    "DE89370400440532013000",
+    "SSN 536-22-1234",
+    "ssn 536221234",
+    "AB123456C",
+    "AB\u0661\u0662\u0663\u0664\u0665\u0666C",  # a NINO in Arabic-Indic digits: the patterns' `\d` matches them
+    "12345678Z",
+    "bsn 111222333",
+    "(415) 555-2671",
+    "tel 4155552671",
+    "+44 20 7946 0958",
+    "203.0.113.7",
+    "2001:db8::1",
+    "fe80::",
+    f"{_HEADER}.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl",
+    "eyJ",
+    "password = kBrONhLpCEmcxQZPsRfeW",
+    "PassWord: ",
+    "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "\u017fecret=",  # a long s: lower() and ascii_lower() read it differently
+    "token",
+    "gh",
+    "ghp_",
+    "github_pat_",
+    "xoxb-1234-5678-abcdEFGH",
+    "xapp-",
+    "https://hooks.slack.com/services/T000/B000/XXXX",
+    "AIza" + "A" * 35,
+    "sk_live_" + "a1" * 12,
+    "rk_test_",
+    "sk-ant-api03-" + "x" * 40,
+    "sk-proj-" + "y" * 40,
+    "T3BlbkFJ",
+    "-----BEGIN PRIVATE KEY-----\\nMIIB\\n-----END PRIVATE KEY-----",
+    base64.b64encode(f"mail {EMAIL}".encode()).decode(),
+    base64.b64encode(b"nothing to see in here at all").decode(),
+    "\\n",
+    "\\",
+    " ",
+    "=",
+    ":",
+    ".",
+    "7",
+    "\u0663",
+]
+texts_with_triggers = st.lists(
+    st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6), st.text(alphabet="0123456789 .-:@", max_size=6)),
+    max_size=24,
+).flatmap(lambda parts: st.sampled_from(["".join(parts), " ".join(parts), " ".join(parts).swapcase()]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts_with_triggers)
+def test_skipping_detectors_by_trigger_changes_no_report(text: str) -> None:
+    assert SCANNER.scan(text) == REFERENCE.scan(text)
+
+
+def has_trigger(trigger: Trigger, text: str) -> bool:
+    """The trigger's meaning, written out independently of the scanner's one-search version of it."""
+    haystack = ascii_lower(text) if trigger.folded else text
+    digit = trigger.digit and any(char.isdecimal() for char in text)
+    return digit or any(literal in haystack for literal in trigger.literals)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts_with_triggers)
+def test_no_built_in_detector_finds_anything_in_a_text_without_its_trigger(text: str) -> None:
+    for active in SCANNER._detectors:
+        trigger = trigger_of(active.detector)
+        assert trigger is not None, f"{active.detector.name} declares no trigger: it runs on every text"
+        if not has_trigger(trigger, text):
+            assert list(active.detector.find(text)) == [], active.detector.name
+
+
+@dataclass(frozen=True)
+class ExplodingOnDigits(Exploding):
+    trigger: ClassVar[Trigger] = DIGIT
+
+
+def test_a_detector_runs_only_on_texts_with_its_trigger_and_one_without_runs_on_all() -> None:
+    scanner = Scanner([_Active(ExplodingOnDigits(), Level.PUBLIC, "allow")], [], 0.05)
+    assert scanner.scan("Return the text unchanged.").failures == ()
+    assert scanner.scan("Return the text 2 times.").failures == (DetectorFailure("exploding", "error"),)
+    # Past GATE_MAX_LENGTH triggers are not looked for: every detector runs.
+    assert scanner.scan("x" * (GATE_MAX_LENGTH + 1)).failures == (DetectorFailure("exploding", "error"),)
+    untriggered = Scanner([_Active(Exploding(), Level.PUBLIC, "allow"), *SCANNER._detectors], [], 0.05)
+    assert untriggered.scan("hello").failures == (DetectorFailure("exploding", "error"),)
+    # Nor does a custom pattern need a trigger: it runs on every text.
+    custom = build_scanner(DlpConfig(), [CustomPattern(name="greeting", regex="hello", classification="internal")])
+    assert [d.type for d in custom.scan("hello").detections] == ["greeting"]
+
+
+def test_detections_inside_one_base64_run_are_resolved_before_they_cover_the_run() -> None:
+    """Bench seed 1: a value inside a Slack token, base64-wrapped, was reported over the run in the token's place."""
+    slack = "xapp-1-A0123456789-4573027102542-" + "fd5cbeff685e0e2b" * 4
+    # A confident custom detection of a lower level, inside the token: part of it as written...
+    patterns = [CustomPattern(name="app_id", regex=r"A0123456789", classification="confidential", score=1.0)]
+    scanner = build_scanner(DlpConfig(), patterns)
+    assert [d.type for d in scanner.scan(f"SLACK_BOT_TOKEN={slack}").detections] == ["slack_token"]
+    # ...and so inside the base64 of the same text, though both would cover the whole run and it scores higher.
+    run = base64.b64encode(f"SLACK_BOT_TOKEN={slack}".encode()).decode()
+    assert [(d.type, d.encoding) for d in scanner.scan(f"data {run}").detections] == [("slack_token", "base64")]
+
+
+def test_a_slack_token_whose_field_passes_for_a_card_is_found_in_base64() -> None:
+    payload = "477166060689"
+    visa13 = payload + next(digit for digit in string.digits if luhn(payload + digit))  # a 13-digit Visa by chance
+    slack = f"xapp-1-AC8NMFH9B3P-{visa13}-" + "2e060a9d3b4b6" * 4
+    assert [d.type for d in SCANNER.scan(f"SLACK_BOT_TOKEN={slack}").detections] == ["slack_token"]
+    run = base64.b64encode(f"SLACK_BOT_TOKEN={slack}".encode()).decode()
+    text = f'"data": "{run}"'
+    [detection] = SCANNER.scan(text).detections
+    assert (detection.type, detection.encoding, text[detection.start : detection.end]) == ("slack_token", "base64", run)

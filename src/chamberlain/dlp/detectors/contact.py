@@ -62,9 +62,11 @@ class EmailDetector:
 
 
 # An optional +country code and (area code), then digit groups separated by one space, dot or dash, or a "(...)"
-# group. Each repetition starts with a separator or "(", so the pattern cannot split a run of digits two ways.
+# group. Each repetition starts with a separator or "(", so the pattern cannot split a run of digits two ways. A
+# candidate does not start right after "digit:": that is the next field of a clock time ("12:12:08.717850", ISO 8601
+# §4.2.2, whose seconds and fraction would otherwise read as a German or British number) or of a ratio.
 _PHONE = re.compile(
-    r"(?=[0-9(+])(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\) ?)?\d{1,14}"
+    r"(?=[0-9(+])(?<![\w+.-])(?<!\d:)(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\) ?)?\d{1,14}"
     r"(?:[ .-]\d{1,14}|[ ]?\(\d{1,5}\)[ ]?\d{1,14}){0,6}"
 )
 _PHONE_CONTEXT = context_pattern("phone", "tel", "telephone", "mobile", "cell", "fax", "call", "sms", "whatsapp")

@@ -4,8 +4,9 @@ Reported types: "us_ssn" for the SSN; "national_id" for every other country's nu
 them on or off together; the detector's name, e.g. "national_id.es_dni", says which format matched, in failures).
 
 Formats whose check is weak against any number of the same length (a 9-digit BSN passes its 11-proof one time in
-eleven; a 12-digit Aadhaar its Verhoeff digit one time in ten; a 9-digit SSN has no check at all) are reported when
-written plain only with a keyword naming an identity number shortly before them (CONTEXT_WINDOW characters).
+eleven; a 12-digit Aadhaar its Verhoeff digit one time in ten; a 15-digit NIR its key one time in 97; a 9-digit SSN
+has no check at all) are reported (the NIR always, the others when written plain) only with a keyword naming an
+identity number shortly before them (CONTEXT_WINDOW characters).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def valid_ssn(value: str) -> bool:
 
 
 SSN_DETECTORS = (
-    RegexDetector("us_ssn", "us_ssn", _SSN_SEPARATED, score=0.85, max_length=11, validate=valid_ssn),
+    RegexDetector("us_ssn", "us_ssn", _SSN_SEPARATED, score=0.85, max_length=11, validate=valid_ssn, trigger=DIGIT),
     RegexDetector(
         "us_ssn.plain",
         "us_ssn",
@@ -58,6 +59,7 @@ SSN_DETECTORS = (
         score=0.85,
         max_length=9,
         validate=valid_ssn,
+        trigger=DIGIT,
         context=context_pattern(r"ssn", r"ssns", r"social[ _-]?security(?:[ _-]?(?:number|no))?", r"ss[ _-]?n[o#]"),
     ),
 )
@@ -95,6 +97,20 @@ _NIR = re.compile(
 )
 
 
+# The key is one of 97 values: any 15-digit number starting 1 or 2 with a plausible month passes about one time in
+# 97, too often for an order, invoice or tracking number to be read as a NIR without a word naming it.
+_NIR_CONTEXT = context_pattern(
+    r"nir",
+    r"insee",
+    r"s[ée]cu(?:rit[ée])?[ _-]?sociale",
+    r"num[ée]ro[ _-]de[ _-]s[ée]cu(?:rit[ée])?",
+    r"social[ _-]?security(?:[ _-]?(?:number|no))?",
+    r"carte[ _-]vitale",
+    r"document",  # "document d'identité", an identity document's number
+    *_IDENTITY_WORDS,
+)
+
+
 def valid_nir(value: str) -> bool:
     compact = value.replace(" ", "")
     body = compact[:13].replace("2A", "19", 1).replace("2B", "18", 1) if compact[5:7] in ("2A", "2B") else compact[:13]
@@ -122,9 +138,20 @@ def valid_aadhaar(value: str) -> bool:
 
 
 NATIONAL_ID_DETECTORS = (
-    RegexDetector("national_id.uk_nino", "national_id", _NINO, score=0.85, max_length=13),
-    RegexDetector("national_id.es_dni", "national_id", _DNI, score=0.95, max_length=11, validate=valid_dni),
-    RegexDetector("national_id.fr_nir", "national_id", _NIR, score=0.95, max_length=21, validate=valid_nir),
+    RegexDetector("national_id.uk_nino", "national_id", _NINO, score=0.85, max_length=13, trigger=DIGIT),
+    RegexDetector(
+        "national_id.es_dni", "national_id", _DNI, score=0.95, max_length=11, validate=valid_dni, trigger=DIGIT
+    ),
+    RegexDetector(
+        "national_id.fr_nir",
+        "national_id",
+        _NIR,
+        score=0.95,
+        max_length=21,
+        validate=valid_nir,
+        trigger=DIGIT,
+        context=_NIR_CONTEXT,
+    ),
     RegexDetector(
         "national_id.nl_bsn",
         "national_id",
@@ -132,10 +159,17 @@ NATIONAL_ID_DETECTORS = (
         score=0.9,
         max_length=11,
         validate=valid_bsn,
+        trigger=DIGIT,
         context=context_pattern(r"bsn", r"burgerservicenummer", r"sofi[ _-]?nummer", *_IDENTITY_WORDS),
     ),
     RegexDetector(
-        "national_id.in_aadhaar", "national_id", _AADHAAR_GROUPED, score=0.9, max_length=14, validate=valid_aadhaar
+        "national_id.in_aadhaar",
+        "national_id",
+        _AADHAAR_GROUPED,
+        score=0.9,
+        max_length=14,
+        validate=valid_aadhaar,
+        trigger=DIGIT,
     ),
     RegexDetector(
         "national_id.in_aadhaar.plain",
@@ -144,6 +178,7 @@ NATIONAL_ID_DETECTORS = (
         score=0.9,
         max_length=12,
         validate=valid_aadhaar,
+        trigger=DIGIT,
         context=context_pattern(r"aadhaa?r", r"uidai", r"uid", *_IDENTITY_WORDS),
     ),
 )

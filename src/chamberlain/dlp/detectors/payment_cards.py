@@ -27,10 +27,13 @@ __all__ = ["CardDetector", "card_scheme"]
 
 MIN_DIGITS = 12
 MAX_DIGITS = 19
-# Digit groups separated by one space or dash. The lookbehind (after the first digit, looking back past it: the
-# pattern then starts with a character class the engine scans for quickly) keeps a run from being retried at each
-# of its digits.
-_RUN = re.compile(r"[0-9](?<![\w.].)\d{3,}(?:[ -]\d+)*", re.DOTALL)
+# Digit groups separated by one space or dash. The lookbehinds (after the first digit, looking back past it: the
+# pattern then starts with a character class the engine scans for quickly) keep a run from being retried at each
+# of its digits, and refuse a run that is part of something else: after a "+" it is an international phone number
+# (ITU-T E.123 §2.5, "+4915123108776" passes Luhn one time in ten as a 13-digit Visa); after a "-" glued to a word
+# it is a field of a token or identifier ("xapp-1-A0B1C2-4771660606890-..."). Dashes between the groups of a card
+# ("4111-1111-1111-1111") are inside the run, never before it, so they are unaffected.
+_RUN = re.compile(r"[0-9](?<![\w.+].)(?<!\w-.)\d{3,}(?:[ -]\d+)*", re.DOTALL)
 _GROUP = re.compile(r"\d+")
 
 # (scheme, lowest prefix, highest prefix, accepted lengths): the IIN ranges the card networks publish (Visa, Mastercard
@@ -98,7 +101,9 @@ class CardDetector:
                 yield Span(offset, offset + len(run), self.score)
             return
         first = 0
-        while first < len(groups) and groups[first][1] - groups[first][0] == 4:
+        # A window needs a group after its first (a single group of 4 digits is no card), so the last group never
+        # starts one: its end may be the end of the run, with no separator after it to read.
+        while first + 1 < len(groups) and groups[first][1] - groups[first][0] == 4:
             start = groups[first][0]
             separator = run[groups[first][1]]
             digits = run[start : groups[first][1]]
