@@ -53,6 +53,7 @@ from bench._common import REPO, num, table
 from bench.dlp_corpus import ENTITY_TYPES, Document, Label
 
 from chamberlain.dlp.config import DlpConfig
+from chamberlain.dlp.detectors.registry import SECRET_TYPES
 from chamberlain.dlp.engine import DlpEngine
 from chamberlain.dlp.levels import Level
 from chamberlain.dlp.messages import guard_outgoing, guard_result
@@ -85,21 +86,6 @@ PRESIDIO_TYPES = {
     "ES_NIE": "national_id",
     "IN_AADHAAR": "national_id",
 }
-SECRET_TYPES = frozenset(
-    {
-        "aws_access_key",
-        "aws_secret_key",
-        "github_token",
-        "slack_token",
-        "google_api_key",
-        "stripe_key",
-        "anthropic_api_key",
-        "openai_api_key",
-        "private_key",
-        "jwt",
-        "high_entropy_secret",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,10 @@ from tests.support.upstreams import HttpUpstreamProcess
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 ROLES: dict[str, Any] = {
     "enterprise_roles": {
-        "developer": {"mcp_servers": ["knowledge", "websearch"], "data_classification_access": ["public", "internal"]},
+        "developer": {
+            "mcp_servers": ["knowledge", "websearch", "streamer"],
+            "data_classification_access": ["public", "internal"],
+        },
         "senior_developer": {
             "mcp_servers": ["knowledge", "websearch"],
             "data_classification_access": ["public", "internal", "confidential"],
@@ -75,9 +78,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     record.touch()
     upstream = HttpUpstreamProcess("--record", str(record), module="tests.support.dlp_upstream")
     upstream.start()
+    splitting = HttpUpstreamProcess("--split-stream", module="tests.support.dlp_upstream")
+    splitting.start()
     servers = {
         "knowledge": {"url": upstream.url, "external_tools": ["web_search"]},
         "websearch": {"url": upstream.url, "external": True},
+        "streamer": {"url": splitting.url},
     }
     try:
         # Private networks allowed: the alert test's webhook receiver listens on loopback.
@@ -87,6 +93,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield Stack(gateway, record)
     finally:
         upstream.kill()
+        splitting.kill()
 
 
 async def _add_people(gateway: RunningServer) -> None:
@@ -207,6 +214,17 @@ async def test_public_arguments_reach_the_external_tool(stack: Stack, http: http
     answer = await call(http, bearer, "websearch", "web_search", query="public_documentation on HTTP caching")
     assert answer.json()["result"]["content"][0]["text"].startswith("3 results")
     assert received(stack)[-1] == {"query": "public_documentation on HTTP caching"}
+
+
+async def test_a_value_split_across_stream_chunks_and_data_lines_is_redacted(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    response = await call(http, await token(stack, "dev", "streamer"), "streamer", "anything")
+    assert response.headers["content-type"].startswith("text/event-stream")
+    [data] = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+    result = json.loads(data)["result"]
+    assert result["content"][0]["text"] == "card on file: [REDACTED:credit_card], thanks"
+    assert "1111" not in response.text
 
 
 # -- acceptance 5: a detector that fails closes the door, and the gateway stays up ---------------------------------

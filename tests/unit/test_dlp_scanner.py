@@ -466,3 +466,12 @@ def test_a_slack_token_whose_field_passes_for_a_card_is_found_in_base64() -> Non
     text = f'"data": "{run}"'
     [detection] = SCANNER.scan(text).detections
     assert (detection.type, detection.encoding, text[detection.start : detection.end]) == ("slack_token", "base64", run)
+
+
+def test_a_sixteen_character_base64_run_is_decoded() -> None:
+    run = base64.b64encode(b"wdoe@acme.de").decode()
+    assert (run, len(run)) == ("d2RvZUBhY21lLmRl", 16)
+    text = f"user {run} ok"
+    assert [(d.type, d.encoding, text[d.start : d.end]) for d in SCANNER.scan(text).detections] == [
+        ("email_address", "base64", run)
+    ]

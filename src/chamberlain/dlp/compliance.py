@@ -18,21 +18,8 @@ from dataclasses import dataclass, field
 from chamberlain.audit.settings import RETENTION_PRESETS
 from chamberlain.dlp.config import ComplianceMode, DetectorSetting, DlpConfig
 from chamberlain.dlp.detection import ACTION_SEVERITY, Action
+from chamberlain.dlp.detectors.registry import SECRET_TYPES
 from chamberlain.dlp.levels import LevelName
-
-SECRET_TYPES = (
-    "aws_access_key",
-    "aws_secret_key",
-    "github_token",
-    "slack_token",
-    "google_api_key",
-    "stripe_key",
-    "anthropic_api_key",
-    "openai_api_key",
-    "private_key",
-    "jwt",
-    "high_entropy_secret",
-)
 
 
 @dataclass(frozen=True)
@@ -54,7 +41,9 @@ PRESETS: dict[ComplianceMode, Preset] = {
         RETENTION_PRESETS["hipaa"],
     ),
     "sox": Preset(
-        {**dict.fromkeys(SECRET_TYPES, _BLOCK), "iban": "alert"}, {"restricted": "block"}, RETENTION_PRESETS["sox"]
+        {**dict.fromkeys(sorted(SECRET_TYPES), _BLOCK), "iban": "alert"},
+        {"restricted": "block"},
+        RETENTION_PRESETS["sox"],
     ),
     "pci": Preset({"credit_card": "block"}, retention_days=RETENTION_PRESETS["pci_dss"]),
 }

@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-import phonenumbers
-
 from chamberlain.dlp.detectors import CONTEXT_WINDOW, DIGIT, Span, Trigger, context_pattern, glued
 from chamberlain.dlp.detectors.bank_accounts import continues_iban
 
@@ -141,6 +139,10 @@ class PhoneDetector:
 
 @functools.lru_cache(maxsize=4096)  # libphonenumber's parse costs tens of microseconds; texts repeat numbers
 def _valid_number(candidate: str, regions: tuple[str | None, ...]) -> bool:
+    # Imported on the first candidate: libphonenumber's module tables cost every gateway process some megabytes
+    # of memory, and many never see a phone number.
+    import phonenumbers
+
     for region in regions:
         try:
             number = phonenumbers.parse(candidate, region)

@@ -106,7 +106,6 @@ _NIR_CONTEXT = context_pattern(
     r"num[ée]ro[ _-]de[ _-]s[ée]cu(?:rit[ée])?",
     r"social[ _-]?security(?:[ _-]?(?:number|no))?",
     r"carte[ _-]vitale",
-    r"document",  # "document d'identité", an identity document's number
     *_IDENTITY_WORDS,
 )
 

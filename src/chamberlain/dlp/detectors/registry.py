@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Builtin] = {
     "high_entropy_secret": _SECRET,
 }
 BUILTIN_TYPES = frozenset(DEFAULTS)
+SECRET_TYPES = frozenset(entity for entity, defaults in DEFAULTS.items() if defaults is _SECRET)  # credentials
 
 
 def builtin_detectors(phone_regions: tuple[str, ...] = ("US",)) -> tuple[Detector, ...]:
