@@ -227,6 +227,19 @@ def test_servers_add_takes_each_credential_and_show_never_prints_its_secret(
     assert SERVER_SECRET.encode() not in stored
 
 
+def test_servers_add_takes_the_data_protection_marks(data_dir: Path) -> None:
+    args = ["--url", "https://crm.example.com/mcp", "--external-tool", "enrich", "--external-tool", "lookup"]
+    added = invoke("servers", "add", "crm", *args, "--classification", "confidential", data_dir=data_dir)
+    assert added.exit_code == 0, added.output
+    shown = " ".join(invoke("servers", "show", "crm", data_dir=data_dir).output.split())
+    assert "external tools: enrich, lookup" in shown
+    assert "classification: confidential" in shown
+    wrong = invoke("servers", "add", "crm2", "--url", "https://crm.example.com/mcp", "--classification", "secret",
+                   data_dir=data_dir)  # fmt: skip
+    assert wrong.exit_code == 2
+    assert "'secret' is not one of" in " ".join(wrong.output.split())
+
+
 def test_servers_add_a_stdio_command_split_like_a_shell(data_dir: Path) -> None:
     added = invoke(
         "servers",

@@ -32,6 +32,7 @@ from chamberlain.cli.common import (
     settings_from,
 )
 from chamberlain.crypto.master_key import load_master_key
+from chamberlain.dlp.levels import LevelName
 from chamberlain.gateway.server_config import DEFAULT_SCOPES, ServerConfig
 from chamberlain.oauth.errors import OAuthError
 from chamberlain.oauth.scopes import parse_scope
@@ -66,6 +67,14 @@ def add(
     external: Annotated[
         bool, typer.Option("--external", help="The server sends data outside the company (DLP rules apply).")
     ] = False,
+    external_tool: Annotated[
+        list[str] | None,
+        typer.Option("--external-tool", help="A tool of this server that sends data outside (repeatable)."),
+    ] = None,
+    classification: Annotated[
+        LevelName | None,
+        typer.Option("--classification", help="The least level of everything the server returns."),
+    ] = None,
     env: Annotated[
         list[str] | None, typer.Option("--env", help="K=V in a stdio server's environment (repeatable).")
     ] = None,
@@ -139,6 +148,8 @@ def add(
         **_transport_fields(url, command),
         "scopes": _scopes(scope),
         "external": external,
+        "external_tools": tuple(external_tool or ()),
+        "classification": classification,
         "env": _environment(env or [], stdio=command is not None),
     }
     if timeout is not None:
@@ -451,6 +462,8 @@ def _description(server: Server, settings: Settings) -> list[tuple[str, str]]:
     rows += [(f"env {key}", "set") for key in sorted(config.env)]  # often an API token: never printed
     rows += [
         ("external", "yes" if config.external else "no"),
+        ("external tools", ", ".join(config.external_tools) or "none"),
+        ("classification", config.classification or "not declared"),
         ("timeout", f"{config.timeout:g} s"),
         ("max message bytes", str(config.max_message_bytes)),
     ]

@@ -82,19 +82,7 @@ class DataProtection:
         return changed
 
     def _record(self, outcome: Outcome, direction: Direction, method: str, target: str | None) -> None:
-        if outcome.refusal is not None and not outcome.blocked:
-            action, result = Action.EXTERNAL_LOOKUP_BLOCKED, "refuse"
-        elif outcome.withheld or outcome.blocked:
-            action, result = (
-                (Action.DLP_WITHHELD, "withhold")
-                if direction == "response"
-                else (
-                    Action.DLP_DETECTION,
-                    "block",
-                )
-            )
-        else:
-            action, result = Action.DLP_DETECTION, "redact" if outcome.redacted else "allow"
+        action, result = _what_was_done(outcome, direction)
         details = {
             "action": result,
             "direction": direction,
@@ -154,3 +142,13 @@ class DataProtection:
                 webhook_secret=alerts.webhook_secret,
             )
         )
+
+
+def _what_was_done(outcome: Outcome, direction: Direction) -> tuple[Action, str]:
+    """The audit action for an outcome, and the word the compliance report counts it under."""
+    if outcome.refusal is not None and not outcome.blocked:
+        return Action.EXTERNAL_LOOKUP_BLOCKED, "refuse"
+    if outcome.withheld or outcome.blocked:
+        # Items kept from a caller are withheld; a client's message stopped by a `block` action is blocked.
+        return (Action.DLP_WITHHELD, "withhold") if direction == "response" else (Action.DLP_DETECTION, "block")
+    return Action.DLP_DETECTION, "redact" if outcome.redacted else "allow"
