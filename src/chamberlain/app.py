@@ -24,6 +24,8 @@ from chamberlain.gateway.proxy import McpProxy
 from chamberlain.llm.proxy import COUNT_TOKENS_PATH, MESSAGES_PATH, MessagesEndpoint, llm_resource_metadata
 from chamberlain.net.ssrf import Resolver
 from chamberlain.oauth import authorize, introspection, metadata, registration, revocation, token
+from chamberlain.observability.metrics import Metrics, MetricsMiddleware
+from chamberlain.observability.readiness import Readiness, readyz
 from chamberlain.settings import Settings
 from chamberlain.state import AppState, open_state
 from chamberlain.telemetry.otlp import OtlpMetricsEndpoint
@@ -40,16 +42,20 @@ _ADMIN_API = re.compile(rf"(?:{re.escape(TENANT_PATH_PREFIX)}[^/]*)?{ADMIN_API_P
 
 def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starlette:
     demo = DemoHandler()
+    metrics = Metrics(settings.metrics, settings.tenant)  # /metrics, and the middleware that counts requests
 
     @contextlib.asynccontextmanager
-    async def lifespan(application: Starlette) -> AsyncIterator[dict[str, AppState]]:
+    async def lifespan(application: Starlette) -> AsyncIterator[dict[str, AppState | Readiness]]:
         state = await open_state(settings, AsgiUpstream(demo), resolver=resolver)
         application.state.chamberlain = state
+        state.events.subscribe(metrics.gateway_decision)  # decisions counted off the request path
+        readiness = Readiness(state.database, settings.redis_url)
         try:
             async with demo.running():
                 # Lifespan state: every request's scope carries it, mounted sub-applications' included.
-                yield {"chamberlain": state}
+                yield {"chamberlain": state, "readiness": readiness}
         finally:
+            await readiness.aclose()
             await state.close()
 
     tenant_surface = _tenant_routes(settings)
@@ -72,11 +78,14 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         admin_api,
         Mount(TENANT_PATH, routes=[*tenant_surface, admin_api, _APPENDED_OPENID_CONFIGURATION]),
         Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),  # readiness (observability/readiness.py)
+        Route("/metrics", metrics.endpoint, methods=["GET"]),  # Prometheus (observability/metrics.py)
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestIdMiddleware)],
+        # Metrics outermost: it times everything the request passes through.
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
     )

@@ -22,6 +22,7 @@ from chamberlain.audit.settings import AuditSettings
 from chamberlain.cost.budgets import BudgetRule
 from chamberlain.dlp.config import DlpConfig
 from chamberlain.gateway.server_config import ServerConfig
+from chamberlain.observability.settings import MetricsSettings
 from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
 from chamberlain.store.servers import check_server_name
 from chamberlain.tenancy.config import LlmConfig, TenantConfig, TenantId
@@ -100,6 +101,8 @@ class Settings(_Section):
     rate_limits_fail_closed: bool = False
     # The credential vault (vault/): where its key-encryption key comes from, default maximum ages.
     vault: VaultSettings = VaultSettings()
+    # /metrics (observability/): off unless enabled; a bearer token from CHAMBERLAIN_METRICS__BEARER_TOKEN guards it.
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("issuer")
     @classmethod

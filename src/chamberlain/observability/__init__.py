@@ -1,0 +1,1 @@
+"""Operations' view of a replica: liveness and readiness probes, and Prometheus metrics."""
