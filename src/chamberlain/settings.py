@@ -26,6 +26,7 @@ from chamberlain.observability.settings import MetricsSettings
 from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
 from chamberlain.store.servers import check_server_name
 from chamberlain.tenancy.config import LlmConfig, TenantConfig, TenantId
+from chamberlain.transport.settings import UnixSocketSettings
 from chamberlain.vault.settings import VaultSettings
 
 ENV_PREFIX = "CHAMBERLAIN_"
@@ -101,6 +102,8 @@ class Settings(_Section):
     rate_limits_fail_closed: bool = False
     # The credential vault (vault/): where its key-encryption key comes from, default maximum ages.
     vault: VaultSettings = VaultSettings()
+    # `chamberlain serve` on a Unix socket instead of TCP, and who may connect to it (transport/).
+    uds: UnixSocketSettings = Field(default_factory=UnixSocketSettings)
     # /metrics (observability/): off unless enabled; a bearer token from CHAMBERLAIN_METRICS__BEARER_TOKEN guards it.
     metrics: MetricsSettings = MetricsSettings()
 

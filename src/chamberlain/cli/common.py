@@ -33,7 +33,7 @@ DataDir = Annotated[
     typer.Option(
         "--data-dir",
         envvar="CHAMBERLAIN_DATA_DIR",
-        help="Where the store, keys and chamberlain.yaml live [default: ./.chamberlain].",
+        help="Where the store, keys and chamberlain.yaml live (default: ./.chamberlain).",
         show_default=False,
     ),
 ]
@@ -42,13 +42,13 @@ ConfigFile = Annotated[
     typer.Option(
         "--config",
         envvar="CHAMBERLAIN_CONFIG",
-        help="Configuration file [default: DATA_DIR/chamberlain.yaml].",
+        help="Configuration file (default: DATA_DIR/chamberlain.yaml).",
     ),
 ]
 
 Tenant = Annotated[
     str | None,
-    typer.Option("--tenant", help="The tenant to act on [default: the configured default tenant].", show_default=False),
+    typer.Option("--tenant", help="The tenant to act on (default: the configured default tenant).", show_default=False),
 ]
 
 T = TypeVar("T")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -14,16 +15,32 @@ from chamberlain.cli.common import ConfigFile, DataDir, console, fail, initialis
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.net.hosts import is_loopback_host
 from chamberlain.settings import Settings
+from chamberlain.transport.peer_gate import UnixSocketServer
+from chamberlain.transport.unix_socket import UnixSocketError, unix_listener
+
+_UVICORN_OPTIONS: dict[str, Any] = {
+    "log_level": "info",
+    "access_log": False,
+    "server_header": False,
+    "proxy_headers": False,
+}
 
 
 def serve(
     data_dir: DataDir = None,
     config: ConfigFile = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default: 8080).")] = None,
     issuer: Annotated[
         str | None,
-        typer.Option(help="Public base URL clients use; http only on loopback [default: http://HOST:PORT]."),
+        typer.Option(help="Public base URL clients use; http only on loopback (default: http://HOST:PORT)."),
+    ] = None,
+    uds: Annotated[
+        Path | None,
+        typer.Option(
+            "--uds",
+            help="Listen on this Unix socket instead of TCP, for uds.allowed_uids/gids only (default: uds.path).",
+        ),
     ] = None,
 ) -> None:
     """Run the gateway: OAuth authorization server, login pages and MCP endpoints."""
@@ -32,16 +49,22 @@ def serve(
     if problem:
         fail(problem)
     run(_check_store(settings))
+    socket_path = uds or settings.uds.path
+    if socket_path is not None:
+        _serve_unix_socket(settings, socket_path)
+        return
     console.print(f"Chamberlain listening on http://{settings.host}:{settings.port}  issuer {settings.public_url}")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-    )
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **_UVICORN_OPTIONS)
+
+
+def _serve_unix_socket(settings: Settings, path: Path) -> None:
+    """Only the socket listens: no TCP port is opened."""
+    try:
+        with unix_listener(path) as listener:
+            console.print(f"Chamberlain listening on unix socket {path}  issuer {settings.public_url}")
+            UnixSocketServer(create_app(settings), listener, settings.uds.policy, **_UVICORN_OPTIONS).serve_forever()
+    except UnixSocketError as problem:
+        fail(str(problem))
 
 
 async def _check_store(settings: Settings) -> None:

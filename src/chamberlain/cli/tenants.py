@@ -29,7 +29,7 @@ app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 @app.command("add")
 def add(
     tenant_id: Annotated[str, typer.Argument(metavar="ID", help="Tenant id: lower-case letters, digits and '-'.")],
-    name: Annotated[str | None, typer.Option("--name", help="Display name [default: the id].")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Display name (default: the id).")] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:

@@ -59,7 +59,7 @@ app = typer.Typer(help="Manage upstream credentials in the vault.", no_args_is_h
 SourceArgument = Annotated[str, typer.Argument(help="The source (an upstream system: confluence, github, ...).")]
 NameArgument = Annotated[str, typer.Argument(help="The secret's name within its source.")]
 KindOption = Annotated[
-    CredentialKind | None, typer.Option("--kind", help="What the secret is [default: api_key for a new one].")
+    CredentialKind | None, typer.Option("--kind", help="What the secret is (default: api_key for a new one).")
 ]
 BindOption = Annotated[
     list[str] | None,
@@ -72,7 +72,7 @@ MaxAgeOption = Annotated[
     int | None,
     typer.Option("--max-age", metavar="DAYS", min=1, max=36_500, help="Days before it is due for rotation."),
 ]
-OwnerOption = Annotated[str | None, typer.Option("--owner", help="Who answers for it [default: you, for a new one].")]
+OwnerOption = Annotated[str | None, typer.Option("--owner", help="Who answers for it (default: you, for a new one).")]
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -445,7 +445,7 @@ def get(
     source: SourceArgument,
     name: NameArgument,
     version: Annotated[
-        int | None, typer.Option("--version", min=1, help="A kept version [default: the latest].")
+        int | None, typer.Option("--version", min=1, help="A kept version (default: the latest).")
     ] = None,
     tenant: Tenant = None,
     data_dir: DataDir = None,
