@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 
 from chamberlain.audit.settings import AuditSettings
 from chamberlain.cost.budgets import BudgetRule
+from chamberlain.crypto.master_key import ENV_VARIABLE as MASTER_KEY_VARIABLE
 from chamberlain.dlp.config import DlpConfig
 from chamberlain.gateway.server_config import ServerConfig
 from chamberlain.observability.settings import MetricsSettings
@@ -27,7 +28,7 @@ from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
 from chamberlain.store.servers import check_server_name
 from chamberlain.tenancy.config import LlmConfig, TenantConfig, TenantId
 from chamberlain.transport.settings import UnixSocketSettings
-from chamberlain.vault.settings import VaultSettings
+from chamberlain.vault.settings import DEFAULT_KEK_VARIABLE, VaultSettings
 
 ENV_PREFIX = "CHAMBERLAIN_"
 CONFIG_FILE_NAME = "chamberlain.yaml"
@@ -228,12 +229,26 @@ def _record_lines(node: yaml.Node, prefix: tuple[str, ...], file: str, out: dict
             _record_lines(item, (*prefix, str(index)), file, out)
 
 
+# Variables read by their own modules, not settings: the data dir and file (here), the master key
+# (crypto/master_key.py), the vault KEK (vault/kek.py), the desktop CLI's (cli/login.py).
+_NOT_SETTINGS = frozenset(
+    {
+        f"{ENV_PREFIX}DATA_DIR",
+        f"{ENV_PREFIX}CONFIG",
+        MASTER_KEY_VARIABLE,
+        DEFAULT_KEK_VARIABLE,
+        f"{ENV_PREFIX}URL",
+        f"{ENV_PREFIX}ALLOW_INSECURE_KEYCHAIN",
+    }
+)
+
+
 def _read_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], _Origin]]:
     """`CHAMBERLAIN_TOKENS__ACCESS_TOKEN_TTL=300` sets `tokens.access_token_ttl`; values are parsed as YAML scalars."""
     values: dict[str, Any] = {}
     origins: dict[tuple[str, ...], _Origin] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in (f"{ENV_PREFIX}DATA_DIR", f"{ENV_PREFIX}CONFIG"):
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         try:

@@ -70,6 +70,17 @@ def test_wrong_environment_value_names_the_variable(tmp_path: Path) -> None:
     assert "tokens.access_token_ttl" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "variable",
+    ["CHAMBERLAIN_MASTER_KEY", "CHAMBERLAIN_VAULT_KEK", "CHAMBERLAIN_URL", "CHAMBERLAIN_ALLOW_INSECURE_KEYCHAIN"],
+)
+def test_variables_other_modules_read_are_not_settings(tmp_path: Path, variable: str) -> None:
+    # A replica takes its master key from the environment (deploy/kubernetes): settings must not refuse it.
+    assert load_settings(data_dir=tmp_path, environ={variable: "x" * 43}).port == 8080
+    with pytest.raises(SettingsError, match="CHAMBERLAIN_MASTER_KEYS"):
+        load_settings(data_dir=tmp_path, environ={"CHAMBERLAIN_MASTER_KEYS": "x"})  # a typo is still named
+
+
 def test_issuer_with_trailing_slash_is_refused(tmp_path: Path) -> None:
     write(tmp_path, "issuer: https://gw.example.com/\n")
     with pytest.raises(SettingsError, match="issuer"):

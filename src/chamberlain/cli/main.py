@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from chamberlain.cli import audit, clients, cost, dlp, keys, llm, roles, servers, sessions, tenants, users, vault
+from chamberlain.cli.backup import backup, restore
 from chamberlain.cli.compliance import compliance_report, security_scan
 from chamberlain.cli.group import Commands
 from chamberlain.cli.init import init
@@ -23,6 +24,8 @@ app = typer.Typer(
 app.command()(init)
 app.command()(serve)
 app.command()(migrate)
+app.command()(backup)
+app.command()(restore)
 app.add_typer(users.app, name="users")
 app.add_typer(servers.app, name="servers")
 app.add_typer(roles.app, name="roles")

@@ -159,7 +159,7 @@ def create_database(url: str) -> Database:
     raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://…")
 
 
-def _alembic_config(connection: SyncConnection) -> Config:
+def alembic_config(connection: SyncConnection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
@@ -168,7 +168,7 @@ def _alembic_config(connection: SyncConnection) -> Config:
 
 async def migrate(database: Database) -> None:
     """Bring the schema to the newest revision (idempotent)."""
-    await database.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "head"))
+    await database.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
 
 
 async def current_revision(database: Database) -> str | None:
@@ -180,7 +180,7 @@ async def pending_migrations(database: Database) -> bool:
     """True when the database is behind the code's newest revision (or not initialised at all)."""
 
     def check(sync: SyncConnection) -> bool:
-        script = ScriptDirectory.from_config(_alembic_config(sync))
+        script = ScriptDirectory.from_config(alembic_config(sync))
         return MigrationContext.configure(sync).get_current_revision() != script.get_current_head()
 
     return await database.run_sync(check)
