@@ -48,7 +48,8 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
     async def lifespan(application: Starlette) -> AsyncIterator[dict[str, AppState | Readiness]]:
         state = await open_state(settings, AsgiUpstream(demo), resolver=resolver)
         application.state.chamberlain = state
-        state.events.subscribe(metrics.gateway_decision)  # decisions counted off the request path
+        if settings.metrics.enabled:
+            state.events.subscribe(metrics.gateway_decision)  # decisions counted off the request path
         readiness = Readiness(state.database, settings.redis_url)
         try:
             async with demo.running():
@@ -82,10 +83,12 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         Route("/metrics", metrics.endpoint, methods=["GET"]),  # Prometheus (observability/metrics.py)
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
+    middleware = [Middleware(RequestIdMiddleware)]
+    if settings.metrics.enabled:  # off: nothing is counted, and the request path pays nothing for it
+        middleware.insert(0, Middleware(MetricsMiddleware, metrics=metrics))  # outermost: it times everything
     return Starlette(
         routes=routes,
-        # Metrics outermost: it times everything the request passes through.
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware)],
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
     )
