@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from chamberlain.audit.settings import RETENTION_PRESETS
 from chamberlain.dlp.config import ComplianceMode, DetectorSetting, DlpConfig
-from chamberlain.dlp.detection import ACTION_SEVERITY, Action
+from chamberlain.dlp.detection import Action, stricter
 from chamberlain.dlp.detectors.registry import SECRET_TYPES
 from chamberlain.dlp.levels import LevelName
 
@@ -49,10 +49,6 @@ PRESETS: dict[ComplianceMode, Preset] = {
 }
 
 
-def _stricter(first: Action | None, second: Action) -> Action:
-    return second if first is None or ACTION_SEVERITY[second] > ACTION_SEVERITY[first] else first
-
-
 def effective(config: DlpConfig) -> DlpConfig:
     """`config` with its compliance modes' presets applied under what it sets itself."""
     if not config.compliance:
@@ -62,9 +58,9 @@ def effective(config: DlpConfig) -> DlpConfig:
     for mode in config.compliance:
         preset = PRESETS[mode]
         for entity, action in preset.actions.items():
-            actions[entity] = _stricter(actions.get(entity), action)
+            actions[entity] = stricter(actions.get(entity), action) or action
         for level, action in preset.level_actions.items():
-            level_actions[level] = _stricter(level_actions.get(level), action)
+            level_actions[level] = stricter(level_actions.get(level), action) or action
     detectors = {entity: DetectorSetting(action=action) for entity, action in actions.items()}
     for entity, setting in config.detectors.items():
         preset_action = detectors.get(entity, DetectorSetting()).action

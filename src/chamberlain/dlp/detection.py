@@ -12,6 +12,14 @@ from chamberlain.dlp.levels import Level
 Action = Literal["allow", "redact", "block", "alert"]
 ACTION_SEVERITY: dict[Action, int] = {"allow": 0, "alert": 1, "redact": 2, "block": 3}
 
+
+def stricter(first: Action | None, second: Action | None) -> Action | None:
+    """The more severe of two actions; None only when both are."""
+    if first is None or (second is not None and ACTION_SEVERITY[second] > ACTION_SEVERITY[first]):
+        return second
+    return first
+
+
 # Where the detected text was found: as written, inside a JSON string's escapes, or inside a base64 run.
 Encoding = Literal["raw", "json", "base64"]
 

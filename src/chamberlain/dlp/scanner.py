@@ -46,10 +46,10 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
-from chamberlain.dlp.config import DlpConfig
-from chamberlain.dlp.detection import ACTION_SEVERITY, Action, Detection, DetectorFailure, ScanReport
+from chamberlain.dlp.config import DetectorSetting, DlpConfig
+from chamberlain.dlp.detection import Action, Detection, DetectorFailure, ScanReport, stricter
 from chamberlain.dlp.detectors import Detector, Span, Trigger, trigger_of
 from chamberlain.dlp.detectors.custom import VALIDATORS, CustomDetector, compile_custom
 from chamberlain.dlp.detectors.registry import DEFAULTS, builtin_detectors
@@ -85,22 +85,16 @@ _SHORT_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n
 _BASE64_RUN = re.compile(
     rf"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{{{BASE64_MIN_LENGTH - 2},{BASE64_MAX_LENGTH}}}={{0,2}}(?![A-Za-z0-9+/_=-])"
 )
+D = TypeVar("D", Detector, CustomDetector)
 # Control characters other than whitespace: binary data decoded as text is full of them.
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\ufffd]")
 
 
 @dataclass(frozen=True, slots=True)
-class _Active:
-    """A detector with the level and action the tenant's configuration gives what it finds."""
+class _Active(Generic[D]):
+    """A detector (built-in or custom) with the level and action the tenant's configuration gives what it finds."""
 
-    detector: Detector
-    classification: Level
-    action: Action
-
-
-@dataclass(frozen=True, slots=True)
-class _ActiveCustom:
-    detector: CustomDetector
+    detector: D
     classification: Level
     action: Action
 
@@ -147,8 +141,8 @@ class Scanner:
 
     def __init__(
         self,
-        detectors: Sequence[_Active],
-        customs: Sequence[_ActiveCustom],
+        detectors: Sequence[_Active[Detector]],
+        customs: Sequence[_Active[CustomDetector]],
         timeout_s: float,
         *,
         triggers: bool = True,
@@ -228,7 +222,7 @@ class Scanner:
             found.extend(self._inside_base64(text, run, base64_levels - 1))
         return found
 
-    def _worth_running(self, text: str) -> Sequence[_Active]:
+    def _worth_running(self, text: str) -> Sequence[_Active[Detector]]:
         """The detectors that may find something in `text`, in their order: those whose trigger it holds."""
         if self._gate is None or len(text) > GATE_MAX_LENGTH:
             return self._detectors
@@ -524,39 +518,37 @@ class TextStream:
         return ScanReport(settled, report.failures)
 
 
-def _resolved_action(action: Action, level: Level, level_actions: Mapping[LevelName, Action]) -> Action:
-    """The stricter of a detector's action and the least action its level requires."""
-    floor = level_actions.get(level.label)
-    return floor if floor is not None and ACTION_SEVERITY[floor] > ACTION_SEVERITY[action] else action
+def _configured(
+    setting: DetectorSetting | None, level: Level, action: Action, level_actions: Mapping[LevelName, Action]
+) -> tuple[Level, Action] | None:
+    """The level and action of a detector whose defaults are `level` and `action`, as the tenant's setting for it
+    overrides them, raised to the least action its level requires; None when the setting disables it."""
+    if setting is not None:
+        if not setting.enabled:
+            return None
+        level = Level.parse(setting.classification) if setting.classification is not None else level
+        action = setting.action or action
+    return level, stricter(action, level_actions.get(level.label)) or action
 
 
 def build_scanner(config: DlpConfig, patterns: Sequence[CustomPattern] = ()) -> Scanner:
     """A scanner with the built-in detectors and `patterns`, as `config` enables and sets them."""
-    level_actions = config.level_actions
-    actives: list[_Active] = []
-    if config.enabled:
-        for detector in builtin_detectors(config.phone_regions):
-            default = DEFAULTS[detector.type]
-            setting = config.detectors.get(detector.type)
-            if setting is not None and not setting.enabled:
-                continue
-            level = default.classification
-            if setting is not None and setting.classification is not None:
-                level = Level.parse(setting.classification)
-            action = setting.action if setting is not None and setting.action is not None else default.action
-            actives.append(_Active(detector, level, _resolved_action(action, level, level_actions)))
-    customs: list[_ActiveCustom] = []
-    for pattern in patterns if config.enabled else ():
-        setting = config.detectors.get(pattern.name)
-        if setting is not None and not setting.enabled:
-            continue
-        level = Level.parse(setting.classification if setting and setting.classification else pattern.classification)
-        action = setting.action if setting and setting.action else pattern.action
-        custom = CustomDetector(
-            pattern.name,
-            compile_custom(pattern.regex),
-            pattern.score,
-            VALIDATORS[pattern.validator] if pattern.validator else None,
+    if not config.enabled:
+        return Scanner((), (), config.detector_timeout_ms / 1000)
+    actives: list[_Active[Detector]] = []
+    for detector in builtin_detectors(config.phone_regions):
+        default = DEFAULTS[detector.type]
+        chosen = _configured(
+            config.detectors.get(detector.type), default.classification, default.action, config.level_actions
         )
-        customs.append(_ActiveCustom(custom, level, _resolved_action(action, level, level_actions)))
+        if chosen is not None:
+            actives.append(_Active(detector, *chosen))
+    customs: list[_Active[CustomDetector]] = []
+    for pattern in patterns:
+        setting = config.detectors.get(pattern.name)
+        chosen = _configured(setting, Level.parse(pattern.classification), pattern.action, config.level_actions)
+        if chosen is not None:
+            validator = VALIDATORS[pattern.validator] if pattern.validator else None
+            custom = CustomDetector(pattern.name, compile_custom(pattern.regex), pattern.score, validator)
+            customs.append(_Active(custom, *chosen))
     return Scanner(actives, customs, config.detector_timeout_ms / 1000)
