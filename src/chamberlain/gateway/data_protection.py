@@ -33,26 +33,21 @@ class DataProtection:
         config = server.config
         self.declared = Level.parse(config.classification) if config and config.classification else Level.PUBLIC
         self.external = config is not None and config.external
-        self.external_tools = frozenset(config.external_tools) if config is not None else frozenset()
+        self.external_tools = config.external_tools if config is not None else ()
         self.awaited: dict[RequestId, tuple[str, str | None]] = {}  # request id -> (method, tool) of answers to judge
         self.request_changed = False  # a redaction changed the client's message: it must be encoded again
         profile = app.policy.profile(principal.roles)
         # Public data is everyone's; every other level must be among the caller's roles' data_classification_access.
         self.clearance = lambda level: level == Level.PUBLIC or profile.permits_classification(level.label)
 
-    @property
-    def active(self) -> bool:
-        return self.engine.enabled
-
     def refusal(self, message: ClientMessage) -> str | None:
         """Applies data protection to one client request (in place); the reason it must not go upstream, if any."""
+        params = message.params or {}
+        tool: str | None = params.get("name") if message.method == "tools/call" else None  # target_name checked it
         if message.id is not None and message.method in _GUARDED_METHODS:
-            tool = (message.params or {}).get("name") if message.method == "tools/call" else None
-            self.awaited[message.id] = (message.method, tool if isinstance(tool, str) else None)
-        if message.method != "tools/call" or not message.params:
+            self.awaited[message.id] = (message.method, tool)
+        if tool is None or message.params is None:
             return None
-        tool = message.params.get("name")
-        assert isinstance(tool, str)  # target_name checked it
         external = self.external or tool in self.external_tools
         outcome = guard_outgoing(
             self.engine, message.params, "arguments", what="the arguments", target=f"'{tool}'", external=external
