@@ -365,14 +365,14 @@ def phone_number(rng: random.Random) -> Generated:
 
 def ip_address(rng: random.Random) -> Generated:
     """The address alone: a port or prefix length written after it is context (see IP_SUFFIXES), not the value."""
-    kind = rng.choice(("v4", "v4", "v4_private", "v6", "v6_full"))
+    kind = rng.choice(("v4", "v4", "v4_documentation", "v6", "v6_full"))
     if kind == "v4":
         return f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}", kind
-    if kind == "v4_private":
+    if kind == "v4_documentation":  # RFC 5737's ranges: reserved, like the internal addresses a leak would show
         return rng.choice(
             (
-                f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-                f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                f"198.51.100.{rng.randint(1, 254)}",
+                f"203.0.113.{rng.randint(1, 254)}",
             )
         ), kind
     groups = [rng.randint(0, 0xFFFF) for _ in range(8)]
@@ -746,7 +746,7 @@ DECOYS: dict[str, tuple[Generator, tuple[str, ...]]] = {
     ),
     "dotted_id": (
         lambda r: (
-            r.choice((f"10.0.{r.randint(10000, 22999)}.{r.randint(1, 9999)}", f"1.2.840.{_digits(r, 6)}.1.1")),
+            r.choice((f"6.0.{r.randint(10000, 22999)}.{r.randint(1, 9999)}", f"1.2.840.{_digits(r, 6)}.1.1")),
             "dotted",
         ),
         ("Windows build {}", "oid={}"),

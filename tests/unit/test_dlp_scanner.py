@@ -366,7 +366,7 @@ FRAGMENTS = [
     "+44 20 7946 0958",
     "203.0.113.7",
     "2001:db8::1",
-    "fe80::",
+    "2001:db8:1::",
     f"{_HEADER}.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl",
     "eyJ",
     "password = kBrONhLpCEmcxQZPsRfeW",
