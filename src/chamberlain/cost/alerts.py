@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from chamberlain.audit.events import Action, Actor, AuditEvent
 from chamberlain.net.webhooks import (
-    AuditSink,
     SecretReader,
     iso_time,
     new_message_id,
@@ -89,7 +88,3 @@ class BudgetAlert:
 def vault_secrets(vault: Vault) -> SecretReader:
     """Reads budget webhook secrets (bound to "budget-alerts") from the tenant's vault, each read audited."""
     return vault_secret_reader(vault, WEBHOOK_UPSTREAM, purpose="budget alert signature")
-
-
-# AuditSink stays importable from here for cost/budgets.py.
-__all__ = ["EVENT_TYPE", "SYSTEM", "WEBHOOK_UPSTREAM", "AuditSink", "BudgetAlert", "vault_secrets"]

@@ -54,7 +54,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chamberlain.audit.events import Action, Actor, AuditEvent
-from chamberlain.cost.alerts import AuditSink, BudgetAlert
+from chamberlain.cost.alerts import BudgetAlert
 from chamberlain.cost.spend import (
     AlertSpec,
     Counter,
@@ -71,6 +71,7 @@ from chamberlain.cost.spend import (
 from chamberlain.gateway.server_config import VaultReference
 from chamberlain.net.hosts import is_loopback_host
 from chamberlain.net.resp import RedisPool, RespError, ServerError, parse_redis_url
+from chamberlain.net.webhooks import AuditSink
 
 if TYPE_CHECKING:
     from chamberlain.settings import Settings
