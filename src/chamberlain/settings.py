@@ -22,6 +22,7 @@ from chamberlain.audit.settings import AuditSettings
 from chamberlain.cost.budgets import BudgetRule
 from chamberlain.crypto.master_key import ENV_VARIABLE as MASTER_KEY_VARIABLE
 from chamberlain.dlp.config import DlpConfig
+from chamberlain.sso.config import SsoConfig
 from chamberlain.gateway.server_config import ServerConfig
 from chamberlain.observability.settings import MetricsSettings
 from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
@@ -95,6 +96,8 @@ class Settings(_Section):
     budgets: tuple[BudgetRule, ...] = ()
     # The default tenant's data protection (dlp/): detectors, clearance, the external lookup gate, compliance modes.
     dlp: DlpConfig = DlpConfig()
+    # The default tenant's single sign-on (sso/config.py): identity providers, captured domains, the MFA floor.
+    sso: SsoConfig = SsoConfig()
     # Tenants' own settings (tenancy/config.py); each section set here wins over the one stored by the admin API.
     tenants: dict[TenantId, TenantConfig] = Field(default_factory=dict)
     # Shared state of replicas: rate limits and daily quotas (policy/rate_limits.py). Unset: per-process memory.

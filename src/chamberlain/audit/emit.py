@@ -47,11 +47,20 @@ def sign_in(
     outcome: Outcome,
     reason: str | None,
     second_factor: bool = False,
+    method: str = "local",
+    provider: str | None = None,
 ) -> None:
-    """A sign-in attempt; with `second_factor`, also the MFA step it passed (TOTP, RFC 6238)."""
+    """A sign-in attempt; with `second_factor`, also the MFA step it passed (TOTP, RFC 6238). `method`: "local",
+    "oidc", "saml", "ldap", or "totp" for a step-up after an IdP; `provider`: the identity provider's name."""
     actor = Actor("user", user_id) if user_id else Actor("user", f"unknown:{username_hash[:16]}")
-    actions = [Action.SIGN_IN, Action.MFA] if second_factor else [Action.SIGN_IN]
+    if method == "totp":
+        actions = [Action.MFA]
+    else:
+        actions = [Action.SIGN_IN, Action.MFA] if second_factor else [Action.SIGN_IN]
     for action in actions:
+        details = {"method": "totp" if action is Action.MFA else method, "username_hash": username_hash}
+        if provider is not None:
+            details["provider"] = provider
         log.record(
             AuditEvent(
                 action=action,
@@ -60,7 +69,7 @@ def sign_in(
                 actor=actor,
                 target=f"user:{user_id}" if user_id else None,
                 reason=reason,
-                details={"method": "totp" if action is Action.MFA else "local", "username_hash": username_hash},
+                details=details,
                 personal=source_ip(request),
                 subject=user_id,
                 request_id=request_id_of(request.scope),

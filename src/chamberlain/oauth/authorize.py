@@ -260,21 +260,26 @@ def login_page(
     *,
     error: str | None = None,
     username: str = "",
+    email: str = "",
     totp_required: bool = False,
     status_code: int = 200,
 ) -> Response:
     return_to = _without_prompt_login(authorization) if authorization else ""
     browser_value, fresh = app.csrf.browser_value(request)
+    sso = app.config.sso
     context = {
         "csrf_token": app.csrf.token(browser_value, LOGIN_PURPOSE, return_to),
         "return_to": return_to,
         "client_name": authorization.client.display_name if authorization else None,
         "error": error,
         "username": username,
+        "email": email,
         "totp_required": totp_required,
+        "single_sign_on": sso.offers_sign_in_redirect,
         "base": app.path(""),
     }
-    targets = (authorization.redirect_target,) if authorization else ()
+    # The form ends at the client (after consent) or, through single sign-on, at an identity provider.
+    targets = ((authorization.redirect_target,) if authorization else ()) + sso.redirect_origins()
     response = render("login.html", context, status_code=status_code, form_targets=targets)
     if fresh:
         app.csrf.set_cookie(response, browser_value)

@@ -379,3 +379,48 @@ llm_virtual_keys = Table(
     Column("revoked_at", Float, nullable=True),
     Index("ix_llm_virtual_keys_tenant_user", "tenant_id", "user_id"),
 )
+
+# -- single sign-on (sso/): who a federated sign-in is, what was seen once, and what a directory last said ----------
+
+federated_identities = Table(
+    "federated_identities",
+    metadata,
+    # An IdP's stable id for a person (OIDC `sub`, SAML NameID, LDAP entry) and the local account it signs in as.
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("subject", String(500), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_login_at", Float, nullable=True),
+    PrimaryKeyConstraint("tenant_id", "provider", "subject"),
+    Index("ix_federated_identities_user", "tenant_id", "user_id"),
+)
+
+seen_identifiers = Table(
+    "seen_identifiers",
+    metadata,
+    # Identifiers good for one use until they expire (a SAML assertion ID, an ID-JAG `jti`), kept as SHA-256 digests:
+    # the primary key makes a second use fail on every replica at once.
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "kind", "digest"),
+    Index("ix_seen_identifiers_expires_at", "expires_at"),
+)
+
+directory_cache = Table(
+    "directory_cache",
+    metadata,
+    # What an LDAP directory last said about a user, so a directory that is down does not lock out someone it
+    # vouched for within the provider's cache TTL. The password, when kept, is an argon2id hash.
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("username", String(500), nullable=False),
+    Column("user_dn", String(1000), nullable=False),
+    Column("email", String(500), nullable=True),
+    Column("groups", JSON, nullable=False),
+    Column("password_hash", String(200), nullable=True),
+    Column("refreshed_at", Float, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "provider", "username"),
+)

@@ -36,11 +36,13 @@ _CONFIGURED_SERVER_IDS = uuid.UUID("5d0c3a52-3f0e-4a43-9a4e-2f6b1c1f7d10")
 
 
 # Vault bindings that name a function of the gateway rather than an MCP server: the LLM API's keys, the secrets that
-# sign budget alert and DLP alert webhooks. No server may take one of these names: it would reach those credentials.
+# sign budget alert and DLP alert webhooks, the identity providers' secrets. No server may take one of these names:
+# it would reach those credentials.
 LLM_BINDING = "llm"
 BUDGET_ALERTS_BINDING = "budget-alerts"
 DLP_ALERTS_BINDING = "dlp-alerts"
-RESERVED_BINDINGS = frozenset({LLM_BINDING, BUDGET_ALERTS_BINDING, DLP_ALERTS_BINDING})
+SSO_BINDING = "sso"  # identity providers' client secrets and directory bind passwords (sso/)
+RESERVED_BINDINGS = frozenset({LLM_BINDING, BUDGET_ALERTS_BINDING, DLP_ALERTS_BINDING, SSO_BINDING})
 
 
 def check_server_name(name: str) -> str:

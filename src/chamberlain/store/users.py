@@ -39,7 +39,7 @@ class UserRepository:
     async def add(
         self,
         username: str,
-        password_hash: str,
+        password_hash: str | None,  # None: no local password (the person signs in through an IdP)
         roles: tuple[str, ...],
         *,
         must_change_password: bool = False,

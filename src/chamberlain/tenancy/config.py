@@ -1,4 +1,4 @@
-"""One tenant's own settings: roles, session timeouts, quotas, rate limits, the LLM proxy, budgets and data protection.
+"""One tenant's own settings: roles, sessions, quotas, rate limits, the LLM proxy, budgets, data protection and SSO.
 
 Written under `tenants: {ID: …}` in chamberlain.yaml, or stored in the database by the admin API and
 `chamberlain roles import` (the `tenants.config` column). Where both set a section, the file's wins.
@@ -20,6 +20,7 @@ from chamberlain.dlp.config import DlpConfig
 from chamberlain.gateway.server_config import VaultReference
 from chamberlain.net.hosts import is_loopback_host
 from chamberlain.policy.roles import RolesDocument
+from chamberlain.sso.config import SsoConfig
 
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
@@ -138,6 +139,8 @@ class TenantConfig(_Section):
     # Spend limits per user, team or tenant and period (cost/budgets.py), held by the LLM proxy before forwarding.
     budgets: tuple[BudgetRule, ...] = ()
     dlp: DlpConfig = DlpConfig()
+    # Identity providers, domain capture and the MFA floor (sso/config.py).
+    sso: SsoConfig = SsoConfig()
 
     def overlaid_by(self, file_config: TenantConfig) -> TenantConfig:
         """This (stored) config with every section the file sets replaced by the file's."""

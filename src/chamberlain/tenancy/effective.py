@@ -1,8 +1,8 @@
 """A tenant's configuration in force: what the store holds, with each section the config file sets replacing it.
 
 The file's part is `tenants.ID` in chamberlain.yaml and, for the default tenant, the top-level `roles:`, `llm:`,
-`budgets:` and `dlp:` when the file sets them. Used by the running gateway (state.py) and by CLI commands that enforce a
-tenant's quotas.
+`budgets:`, `dlp:` and `sso:` when the file sets them. Used by the running gateway (state.py) and by CLI commands
+that enforce a tenant's quotas.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from chamberlain.store.tenants import TenantRepository
 from chamberlain.tenancy.config import TenantConfig
 
 # Top-level settings that are the default tenant's sections when the file sets them.
-_DEFAULT_TENANT_SECTIONS = ("roles", "llm", "budgets", "dlp")
+_DEFAULT_TENANT_SECTIONS = ("roles", "llm", "budgets", "dlp", "sso")
 
 
 def from_file(settings: Settings, tenant_id: str) -> TenantConfig:

@@ -32,27 +32,22 @@ gateway refreshes one on the user's first request).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from chamberlain.audit.events import Action, Actor, AuditEvent, Outcome
 from chamberlain.audit.log import AuditUnavailable
 from chamberlain.crypto.master_key import MasterKey
+from chamberlain.crypto.sealed import Sealer, b64url
 from chamberlain.gateway.server_config import RefreshTokenCredential, per_user_secret_name, split_vault_reference
 from chamberlain.gateway.upstream import UpstreamError
 from chamberlain.gateway.upstream_credentials import (
@@ -86,8 +81,6 @@ MAX_STATE_LENGTH = 2048
 FINISHED_FLOWS_LIMIT = 100_000  # flows one process remembers (they expire after FLOW_TTL)
 
 _STATE_KEY_PURPOSE = "connect-state"  # HKDF info of the state key (RFC 5869): used for nothing else
-_STATE_VERSION = b"\x01"
-_NONCE_BYTES = 12
 _VSCHAR = re.compile(r"[\x20-\x7e]+")  # RFC 6749 Appendix A.17: refresh-token = 1*VSCHAR
 # RFC 6749 §4.1.2.1 error codes are ASCII; only plain ones are shown and recorded, anything else is "unknown".
 _PLAIN_ERROR_CODE = re.compile(r"[a-z0-9_]{1,64}")
@@ -112,38 +105,24 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 class StateSealer:
-    """Seals a Flow into an opaque `state` and opens it again: AES-256-GCM, the tenant as associated data, so a
-    state is unreadable, cannot be altered, and means nothing to another tenant."""
+    """Seals a Flow into an opaque `state` and opens it again (crypto/sealed.py: the tenant as associated data, so a
+    state is unreadable, cannot be altered, and means nothing to another tenant)."""
 
     def __init__(self, master_key: MasterKey, tenant: str) -> None:
-        self._aead = AESGCM(master_key.derive(_STATE_KEY_PURPOSE))
-        self._associated = b"chamberlain connect state\x00" + tenant.encode()
+        self._sealer = Sealer(master_key, _STATE_KEY_PURPOSE, tenant, max_length=MAX_STATE_LENGTH)
 
     def seal(self, flow: Flow) -> str:
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        payload = json.dumps(asdict(flow), separators=(",", ":")).encode()
-        return _b64(_STATE_VERSION + nonce + self._aead.encrypt(nonce, payload, self._associated))
+        return self._sealer.seal(asdict(flow))
 
     def open(self, state: str) -> Flow | None:
         """The flow, or None for anything that is not a state sealed here for this tenant."""
-        if not state or len(state) > MAX_STATE_LENGTH:
+        fields = self._sealer.open(state)
+        if fields is None:
             return None
         try:
-            raw = base64.urlsafe_b64decode(state + "=" * (-len(state) % 4))
-        except (binascii.Error, ValueError):
-            return None
-        if raw[:1] != _STATE_VERSION or len(raw) < 1 + _NONCE_BYTES + 16:
-            return None
-        nonce, sealed = raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :]
-        try:
-            fields: dict[str, Any] = json.loads(self._aead.decrypt(nonce, sealed, self._associated))
             return Flow(**fields)
-        except (InvalidTag, ValueError, TypeError):
+        except TypeError:
             return None
 
 
@@ -226,7 +205,7 @@ def _begin(
         "client_id": credential.client_id,
         "redirect_uri": callback_url(app),
         "state": StateSealer(app.master_key, app.id).seal(flow),
-        "code_challenge": _b64(hashlib.sha256(verifier.encode("ascii")).digest()),
+        "code_challenge": b64url(hashlib.sha256(verifier.encode("ascii")).digest()),
         "code_challenge_method": "S256",
     }
     if credential.scope is not None:

@@ -6,6 +6,8 @@ Browsers refuse such cookies over plain http, so on a loopback http issuer (deve
 
 from __future__ import annotations
 
+from typing import Literal
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,13 +25,13 @@ class CookiePolicy:
     def read(self, request: Request, short_name: str) -> str | None:
         return request.cookies.get(self.name(short_name))
 
-    def write(self, response: Response, short_name: str, value: str, *, max_age: int | None) -> None:
+    def write(
+        self, response: Response, short_name: str, value: str, *, max_age: int | None, cross_site_post: bool = False
+    ) -> None:
+        """`cross_site_post`: the cookie must come back on a POST another site's page makes (a SAML response posted
+        by the IdP), which SameSite=Lax withholds; such cookies are SameSite=None, which browsers take only with
+        Secure (RFC 6265bis §5.6.19), so over plain http (loopback development) they stay Lax."""
+        same_site: Literal["lax", "none"] = "none" if cross_site_post and self.secure else "lax"
         response.set_cookie(
-            self.name(short_name),
-            value,
-            max_age=max_age,
-            path="/",
-            secure=self.secure,
-            httponly=True,
-            samesite="lax",
+            self.name(short_name), value, max_age=max_age, path="/", secure=self.secure, httponly=True, samesite=same_site
         )

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from chamberlain.audit import emit
 from chamberlain.identity.local_login import LoginOutcome, LoginResult, authenticate
 from chamberlain.identity.passwords import PasswordPolicyError, hash_password, verify_password
-from chamberlain.oauth.authorize import (
-    LOGIN_PURPOSE,
-    AuthorizationPageError,
-    AuthorizationRedirectError,
-    AuthorizationRequest,
-    login_page,
-    parse_request,
-)
-from chamberlain.sessions.browser import start_session, user_has_mfa
+from chamberlain.oauth.authorize import LOGIN_PURPOSE, AuthorizationRequest, login_page
+from chamberlain.sessions.browser import user_has_mfa
 from chamberlain.store.users import User
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
-from chamberlain.web import connect
 from chamberlain.web.pages import message_page, render
+from chamberlain.web.signed_in import authorization_of, signed_in
 
 PASSWORD_PURPOSE = "password-change"
 
@@ -46,7 +39,7 @@ async def submit_login(request: Request) -> Response:
         return message_page(
             "Request expired", "This sign-in form is no longer valid; please start again.", status_code=403
         )
-    authorization = await _authorization(app, return_to)
+    authorization = await authorization_of(app, return_to)
     username = fields.get("username", "")[:200]
     result = await authenticate(
         app.users,
@@ -72,7 +65,7 @@ async def submit_login(request: Request) -> Response:
         )
     if result.user.must_change_password:
         return _change_password_page(app, request, result.user, authorization, return_to)
-    return await _signed_in(app, request, result.user, authorization, return_to)
+    return await signed_in(app, request, result.user, authorization, return_to)
 
 
 def _missing_second_factor(app: Tenant, result: LoginResult) -> str | None:
@@ -110,7 +103,7 @@ async def submit_new_password(request: Request) -> Response:
     form = await request.form()
     fields = {name: value for name, value in form.items() if isinstance(value, str)}
     return_to = fields.get("return_to", "")
-    authorization = await _authorization(app, return_to)
+    authorization = await authorization_of(app, return_to)
     ticket = fields.get("ticket", "")
     user_id = app.password_change_tickets.redeem(ticket)
     user = await app.users.get(user_id) if user_id else None
@@ -130,23 +123,7 @@ async def submit_new_password(request: Request) -> Response:
     if error is not None:
         return _change_password_page(app, request, user, authorization, return_to, error=error)
     await app.users.set_password(user.id, password_hash, must_change_password=False)
-    return await _signed_in(app, request, user, authorization, return_to)
-
-
-async def _signed_in(
-    app: Tenant, request: Request, user: User, authorization: AuthorizationRequest | None, return_to: str
-) -> Response:
-    # Back to the authorization request, or to the connect page the sign-in began at (only this tenant's own).
-    if authorization is not None:
-        target = app.path(f"/authorize?{authorization.query}")
-    else:
-        target = connect.return_path(app, return_to) or app.path("/login/done")
-    response = RedirectResponse(target, status_code=303)
-    await start_session(
-        app, request, response, user, client_id=authorization.client.client_id if authorization else None
-    )
-    emit.session_created(app.audit.log, request, app.id, user.id, mfa=user_has_mfa(user))
-    return response
+    return await signed_in(app, request, user, authorization, return_to)
 
 
 def _change_password_page(
@@ -177,12 +154,3 @@ def _change_password_page(
 
 async def signed_in_page(request: Request) -> Response:
     return message_page("Signed in", "You are signed in to Chamberlain.", status_code=200, is_error=False)
-
-
-async def _authorization(app: Tenant, return_to: str) -> AuthorizationRequest | None:
-    if not return_to:
-        return None
-    try:
-        return await parse_request(app, return_to)
-    except (AuthorizationPageError, AuthorizationRedirectError):
-        return None
