@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chamberlain.admin.api import create_admin_api
@@ -26,11 +26,12 @@ from chamberlain.net.ssrf import Resolver
 from chamberlain.oauth import authorize, introspection, metadata, registration, revocation, token
 from chamberlain.observability.metrics import Metrics, MetricsMiddleware
 from chamberlain.observability.readiness import Readiness, readyz
+from chamberlain.scim.app import SCIM_PATH, create_scim_app
 from chamberlain.settings import Settings
 from chamberlain.state import AppState, open_state
 from chamberlain.telemetry.otlp import OtlpMetricsEndpoint
 from chamberlain.tenancy.tenant import TENANT_PATH_PREFIX
-from chamberlain.web import login
+from chamberlain.web import login, sso
 from chamberlain.web.pages import STATIC_DIR
 from chamberlain.web.request_id import RequestIdMiddleware
 
@@ -100,7 +101,7 @@ _APPENDED_OPENID_CONFIGURATION = Route(
 )
 
 
-def _tenant_routes(settings: Settings) -> list[Route]:
+def _tenant_routes(settings: Settings) -> list[BaseRoute]:
     """One tenant's public surface: at the root for the default tenant, under /t/{tenant} for the others."""
     from chamberlain.web import connect  # users connect their own upstream grants (issue 6)
 
@@ -112,6 +113,13 @@ def _tenant_routes(settings: Settings) -> list[Route]:
         Route("/login", login.submit_login, methods=["POST"]),
         Route("/login/password", login.submit_new_password, methods=["POST"]),
         Route("/login/done", login.signed_in_page, methods=["GET"]),
+        # Single sign-on through the tenant's identity providers (web/sso.py).
+        Route("/login/sso", sso.discover, methods=["POST"]),
+        Route("/login/step-up", sso.submit_step_up, methods=["POST"]),
+        Route("/sso/{name}/start", sso.start, methods=["GET"]),
+        Route("/sso/{name}/callback", sso.oidc_callback, methods=["GET"]),
+        Route("/sso/{name}/acs", sso.saml_acs, methods=["POST"]),
+        Route("/sso/{name}/metadata", sso.saml_metadata, methods=["GET"]),
         # The callback before the {server} pattern, which would take it (a server named "callback" cannot connect).
         Route("/connect/callback", connect.callback, methods=["GET"]),
         Route("/connect/{server}", connect.connect, methods=["GET"]),
@@ -124,6 +132,8 @@ def _tenant_routes(settings: Settings) -> list[Route]:
         Route(COUNT_TOKENS_PATH, MessagesEndpoint(COUNT_TOKENS_PATH, metered=False), methods=["POST"]),
         # Claude Code's own metrics (OTEL_EXPORTER_OTLP_ENDPOINT = the issuer), for traffic that bypasses the proxy.
         Route("/v1/metrics", OtlpMetricsEndpoint(), methods=["POST"]),
+        # SCIM 2.0 provisioning (RFC 7644 §3.2): {issuer}/scim/v2, authenticated by the tenant's SCIM bearer token.
+        Mount(SCIM_PATH, app=create_scim_app()),
     ]
     if settings.registration.dynamic_registration:
         routes.append(Route("/register", registration.register, methods=["POST"]))

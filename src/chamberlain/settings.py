@@ -22,10 +22,10 @@ from chamberlain.audit.settings import AuditSettings
 from chamberlain.cost.budgets import BudgetRule
 from chamberlain.crypto.master_key import ENV_VARIABLE as MASTER_KEY_VARIABLE
 from chamberlain.dlp.config import DlpConfig
-from chamberlain.sso.config import SsoConfig
 from chamberlain.gateway.server_config import ServerConfig
 from chamberlain.observability.settings import MetricsSettings
 from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
+from chamberlain.sso.config import SsoConfig
 from chamberlain.store.servers import check_server_name
 from chamberlain.tenancy.config import LlmConfig, TenantConfig, TenantId
 from chamberlain.transport.settings import UnixSocketSettings

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import httpx
 from pydantic import ValidationError
 
 from chamberlain.audit.emit import keyed_hash_key
@@ -44,6 +45,8 @@ from chamberlain.oauth.revocation_list import RevocationList
 from chamberlain.policy.rate_limits import RateLimiter
 from chamberlain.policy.roles import check_servers
 from chamberlain.settings import Settings
+from chamberlain.sso.oidc.keys import IssuerKeys
+from chamberlain.sso.registry import ProviderRegistry
 from chamberlain.store import keys as key_store
 from chamberlain.store.database import Database, create_database, pending_migrations
 from chamberlain.store.grants import revocations_since
@@ -142,6 +145,10 @@ class AppState:
         )
         self.usage_recorder.subscribe(self.budget_guard.record_listener)
         self.llm = LlmService(self)
+        # Single sign-on (sso/): one pooled client for every tenant's identity providers (discovery, JWKS, token and
+        # userinfo endpoints, Graph), their keys cached per issuer, and the providers' protocol objects.
+        self.idp_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        self.sso = ProviderRegistry(IssuerKeys(self.idp_http))
         self._configured_servers = configured_servers(settings)
         self._tenants_version: tuple[tuple[str, float], ...] | None = None
         self._invalid_configs: set[tuple[str, str]] = set()
@@ -258,6 +265,8 @@ class AppState:
             await self._openbao.close()  # revokes its token unless vault.openbao.revoke_token_on_close is false
             self._openbao = None
         await self.llm.aclose()
+        self.sso.close()
+        await self.idp_http.aclose()
         await self.budget_guard.aclose()
         await self.budget_alerts.aclose()
         await self.dlp_alerts.aclose()

@@ -4,12 +4,15 @@ them the way a person's browser would (hidden inputs included). No JavaScript is
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import httpx
 
+# A way to sign in at the login page (single sign-on, a directory account): the page in, the gateway's answer out.
+SignIn = Callable[["Browser", httpx.Response], Awaitable[httpx.Response]]
 _LOGIN_FORM = re.compile(r'action="(/t/[a-z0-9-]+)?/login"')
 
 
@@ -72,11 +75,17 @@ class Browser:
             response = await self.get(response.headers["location"])
         return response
 
-    async def authorize(self, url: str, *, username: str, password: str, decision: str = "allow") -> httpx.Response:
-        """Runs a whole authorization: sign in if asked, consent if asked. Returns the redirect to the client."""
+    async def authorize(
+        self, url: str, *, username: str, password: str, decision: str = "allow", sign_in: SignIn | None = None
+    ) -> httpx.Response:
+        """Runs a whole authorization: sign in if asked (with `sign_in`, else the password form), consent if asked.
+        Returns the redirect to the client."""
         response = await self.follow_to_client(await self.get(url))
         if response.status_code == 200 and "password" in response.text and _LOGIN_FORM.search(response.text):
-            response = await self.submit(response, {"username": username, "password": password})
+            if sign_in is not None:
+                response = await sign_in(self, response)
+            else:
+                response = await self.submit(response, {"username": username, "password": password})
             assert response.status_code == 303, f"sign-in failed: {response.status_code} {response.text[:300]}"
             response = await self.follow_to_client(response)
         if response.status_code == 200 and 'name="decision"' in response.text:

@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
-from tests.support.browser import Browser
+from tests.support.browser import Browser, SignIn
 from tests.support.server import RunningServer
 
 SDK_REDIRECT_URI = "http://127.0.0.1:53683/callback"
@@ -80,6 +80,7 @@ class HeadlessAuthorizer:
     """The SDK's redirect and callback handlers: a person signing in and clicking Allow, without a browser."""
 
     server: RunningServer
+    sign_in: SignIn | None = None  # how the person signs in (default: the server's local user and password)
     authorization_urls: list[str] = field(default_factory=list)
     _result: AuthorizationCodeResult | None = None
 
@@ -87,7 +88,10 @@ class HeadlessAuthorizer:
         self.authorization_urls.append(authorization_url)
         async with Browser(self.server.base_url) as browser:
             response = await browser.authorize(
-                authorization_url, username=self.server.user, password=self.server.user_password
+                authorization_url,
+                username=self.server.user,
+                password=self.server.user_password,
+                sign_in=self.sign_in,
             )
         assert response.status_code == 302, f"authorization ended with {response.status_code}: {response.text[:300]}"
         location = response.headers["location"]

@@ -94,9 +94,11 @@ def running_server(
     database_url: str | None = None,
     *,
     resolver: Resolver | None = None,
+    port: int | None = None,
     **settings_values: Any,
 ) -> Iterator[RunningServer]:
-    port = free_port()
+    """`port`: one chosen beforehand (an IdP started first must know our callback URL); else a free one."""
+    port = port or free_port()
     overrides: dict[str, Any] = {"port": port, "database_url": database_url, **settings_values}
     settings = load_settings(data_dir=data_dir, overrides=overrides, environ={})
     admin_password = asyncio.run(_prepare(settings))

@@ -53,10 +53,9 @@ def sign_in(
     """A sign-in attempt; with `second_factor`, also the MFA step it passed (TOTP, RFC 6238). `method`: "local",
     "oidc", "saml", "ldap", or "totp" for a step-up after an IdP; `provider`: the identity provider's name."""
     actor = Actor("user", user_id) if user_id else Actor("user", f"unknown:{username_hash[:16]}")
-    if method == "totp":
+    actions = [Action.SIGN_IN, Action.MFA] if second_factor else [Action.SIGN_IN]
+    if method == "totp":  # a step-up: the sign-in itself was recorded with its provider's method
         actions = [Action.MFA]
-    else:
-        actions = [Action.SIGN_IN, Action.MFA] if second_factor else [Action.SIGN_IN]
     for action in actions:
         details = {"method": "totp" if action is Action.MFA else method, "username_hash": username_hash}
         if provider is not None:

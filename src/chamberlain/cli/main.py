@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import typer
 
-from chamberlain.cli import audit, clients, cost, dlp, keys, llm, roles, servers, sessions, tenants, users, vault
+from chamberlain.cli import (
+    audit,
+    clients,
+    config,
+    cost,
+    dlp,
+    keys,
+    llm,
+    roles,
+    scim,
+    servers,
+    sessions,
+    sso,
+    tenants,
+    users,
+    vault,
+)
 from chamberlain.cli.backup import backup, restore
 from chamberlain.cli.compliance import compliance_report, security_scan
 from chamberlain.cli.group import Commands
@@ -38,6 +54,9 @@ app.add_typer(vault.app, name="vault")
 app.add_typer(dlp.app, name="dlp")
 app.add_typer(cost.app, name="cost")
 app.add_typer(llm.app, name="llm")
+app.add_typer(sso.app, name="sso")
+app.add_typer(config.app, name="config")
+app.add_typer(scim.app, name="scim")
 app.command("compliance-report")(compliance_report)
 app.command("security-scan")(security_scan)
 app.command()(login)

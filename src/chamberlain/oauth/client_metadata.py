@@ -19,13 +19,18 @@ from chamberlain.oauth.errors import INVALID_CLIENT_METADATA, INVALID_REDIRECT_U
 from chamberlain.oauth.redirect_uri import validate_redirect_uri
 
 TokenEndpointAuthMethod = Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
-GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+JWT_BEARER_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 §2.1 (ID-JAG)
+GrantType = Literal[
+    "authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:jwt-bearer"
+]
 ResponseType = Literal["code"]
 
 TOKEN_ENDPOINT_AUTH_METHODS: Final[frozenset[str]] = frozenset(
     {"none", "client_secret_basic", "client_secret_post", "private_key_jwt"}
 )
-GRANT_TYPES: Final[frozenset[str]] = frozenset({"authorization_code", "refresh_token", "client_credentials"})
+GRANT_TYPES: Final[frozenset[str]] = frozenset(
+    {"authorization_code", "refresh_token", "client_credentials", JWT_BEARER_GRANT}
+)
 RESPONSE_TYPES: Final[frozenset[str]] = frozenset({"code"})
 
 MAX_STRING_LENGTH: Final = 2000
@@ -235,6 +240,9 @@ def _check_grant_consistency(
     if "client_credentials" in grant_types and auth_method == "none":
         # RFC 6749 §4.4: the client credentials grant MUST only be used by confidential clients.
         raise _metadata_error('grant type "client_credentials" requires a confidential client')
+    if JWT_BEARER_GRANT in grant_types and auth_method == "none":
+        # draft-ietf-oauth-identity-assertion-authz-grant §8.1: ID-JAGs are for confidential clients only.
+        raise _metadata_error(f'grant type "{JWT_BEARER_GRANT}" requires a confidential client')
 
 
 def _jwks(data: Mapping[str, Any]) -> dict[str, Any] | None:

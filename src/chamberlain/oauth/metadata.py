@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chamberlain.oauth.client_auth import ASSERTION_ALGORITHMS
+from chamberlain.oauth.grants.jwt_bearer import ID_JAG_PROFILE
 from chamberlain.oauth.token import GRANTS
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
@@ -29,6 +30,9 @@ def authorization_server_metadata(app: Tenant) -> dict[str, Any]:
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": list(GRANTS),
+        # draft-ietf-oauth-identity-assertion-authz-grant §7.2: ID-JAGs are redeemed here (which IdPs are trusted for
+        # them is not disclosed, §8.4).
+        "authorization_grant_profiles_supported": [ID_JAG_PROFILE],
         "token_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "revocation_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,

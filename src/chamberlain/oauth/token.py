@@ -11,7 +11,7 @@ from chamberlain.audit import emit
 from chamberlain.oauth.clients import Client
 from chamberlain.oauth.errors import UNAUTHORIZED_CLIENT, UNSUPPORTED_GRANT_TYPE, OAuthError
 from chamberlain.oauth.forms import read_form
-from chamberlain.oauth.grants import authorization_code, client_credentials, refresh_token
+from chamberlain.oauth.grants import authorization_code, client_credentials, jwt_bearer, refresh_token
 from chamberlain.oauth.token_response import TokenResponse
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
@@ -23,6 +23,7 @@ GRANTS: dict[str, Grant] = {
     "authorization_code": authorization_code.exchange,
     "refresh_token": refresh_token.exchange,
     "client_credentials": client_credentials.exchange,
+    jwt_bearer.JWT_BEARER: jwt_bearer.exchange,  # ID-JAGs (MCP ext-auth enterprise-managed authorization)
 }
 
 

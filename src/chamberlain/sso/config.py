@@ -44,7 +44,9 @@ class SsoConfig(BaseModel):
         for name, provider in self.providers.items():
             for domain in provider.domains:
                 if domain in owners:
-                    raise ValueError(f"providers.{name}: the domain {domain!r} is already captured by {owners[domain]!r}")
+                    raise ValueError(
+                        f"providers.{name}: the domain {domain!r} is already captured by {owners[domain]!r}"
+                    )
                 owners[domain] = name
         return self
 
@@ -57,8 +59,11 @@ class SsoConfig(BaseModel):
         """Origins a sign-in form may end at (CSP form-action applies to the redirects after a submission): each
         OIDC provider's issuer, each SAML provider's SSO endpoint. The IdPs we know serve their authorization
         endpoint at their issuer's origin."""
-        urls = [provider.issuer if isinstance(provider, OidcProviderConfig) else provider.sso_url
-                for provider in self.providers.values() if not isinstance(provider, LdapProviderConfig)]
+        urls = [
+            provider.issuer if isinstance(provider, OidcProviderConfig) else provider.sso_url
+            for provider in self.providers.values()
+            if not isinstance(provider, LdapProviderConfig)
+        ]
         return tuple(dict.fromkeys(_origin(url) for url in urls))
 
     def provider_for_email(self, email: str) -> tuple[str, ProviderConfig] | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -89,7 +90,7 @@ def pending_step_up(app: Tenant, request: Request) -> PendingStepUp | None:
         return None
 
 
-def _opened(app: Tenant, request: Request, kind: str) -> dict[str, object] | None:
+def _opened(app: Tenant, request: Request, kind: str) -> dict[str, Any] | None:
     fields = _sealer(app).open(app.cookies.read(request, COOKIE) or "")
     if fields is None or fields.pop("kind", None) != kind:
         return None

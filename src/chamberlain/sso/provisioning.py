@@ -7,7 +7,7 @@ account of the same name whose email domain the provider has captured: the provi
 account (local passwords are refused there), so linking it is what the administrator asked for when capturing the
 domain; SCIM-provisioned accounts are linked this way on their first sign-in.
 
-Roles are recomputed at every sign-in from the IdP's groups (and SCIM's, when the provider captured the domain)
+Roles are recomputed at every sign-in from the IdP's groups (and those SCIM pushed for the account)
 through the tenant's group mappings, plus `sso.default_roles`: the IdP is the source of truth, as Keycloak's
 "force" sync mode. When they changed, the user's grants are revoked (tokens with the old roles stop working) and the
 new session carries the new roles (sessions/browser.py rotates others on their next use).
@@ -23,6 +23,7 @@ from chamberlain.sso.identity import FederatedIdentity, SignInRefused
 from chamberlain.store.errors import AlreadyExists
 from chamberlain.store.federated_identities import FederatedIdentityRepository
 from chamberlain.store.group_mappings import GroupMappingRepository
+from chamberlain.store.scim import scim_groups_of
 from chamberlain.store.users import User
 from chamberlain.tenancy.tenant import Tenant
 
@@ -49,7 +50,9 @@ async def provision(app: Tenant, identity: FederatedIdentity) -> Provisioned:
         user, created = await _first_sign_in(app, links, identity)
     if user.disabled:
         raise SignInRefused("user_disabled", "Your account is disabled. Ask an administrator to enable it.")
-    roles = await mapped_roles(app, identity.groups)
+    # Groups SCIM pushed for the account (store/scim.py) count with the IdP's own.
+    groups = identity.groups + await scim_groups_of(app.database, app.id, user.id)
+    roles = await mapped_roles(app, groups)
     previous = None
     if roles != user.roles:
         previous = user.roles
@@ -87,7 +90,9 @@ async def _first_sign_in(
         raise SignInRefused("not_provisioned", "You have no account here yet. Ask an administrator for access.")
     refusal = await check_can_add(app.shared.tenant_store, app.id, app.config.quotas, "users")
     if refusal is not None:
-        raise SignInRefused("quota_exceeded", "This organisation has no room for another account; tell an administrator.")
+        raise SignInRefused(
+            "quota_exceeded", "This organisation has no room for another account; tell an administrator."
+        )
     try:
         user = await app.users.add(username, None, ())
     except AlreadyExists:  # a concurrent first sign-in of the same person

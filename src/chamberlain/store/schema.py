@@ -424,3 +424,52 @@ directory_cache = Table(
     Column("refreshed_at", Float, nullable=False),
     PrimaryKeyConstraint("tenant_id", "provider", "username"),
 )
+
+# -- SCIM (scim/): the provisioning endpoint's bearer token, and what an IdP pushed beyond the users table -----------
+
+scim_tokens = Table(
+    "scim_tokens",
+    metadata,
+    # One bearer token per tenant, kept as HMAC-SHA256 under a master-key subkey: never the token.
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("digest", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+scim_users = Table(
+    "scim_users",
+    metadata,
+    # The SCIM attributes of a user an IdP provisioned (RFC 7643 §4.1) besides userName and active, which live in
+    # the users table.
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("external_id", String(500), nullable=True),
+    Column("resource", JSON, nullable=False),
+    Column("version", Integer, nullable=False),  # meta.version (RFC 7644 §3.14)
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_scim_users_tenant", "tenant_id"),
+)
+
+scim_groups = Table(
+    "scim_groups",
+    metadata,
+    # A pushed group; its displayName is a group name of the tenant's group mappings.
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("display_name", String(500), nullable=False),
+    Column("external_id", String(500), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("tenant_id", "display_name"),
+)
+
+scim_group_members = Table(
+    "scim_group_members",
+    metadata,
+    Column("group_id", String(36), ForeignKey("scim_groups.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    PrimaryKeyConstraint("group_id", "user_id"),
+    Index("ix_scim_group_members_user", "user_id"),
+)

@@ -33,5 +33,11 @@ class CookiePolicy:
         Secure (RFC 6265bis §5.6.19), so over plain http (loopback development) they stay Lax."""
         same_site: Literal["lax", "none"] = "none" if cross_site_post and self.secure else "lax"
         response.set_cookie(
-            self.name(short_name), value, max_age=max_age, path="/", secure=self.secure, httponly=True, samesite=same_site
+            self.name(short_name),
+            value,
+            max_age=max_age,
+            path="/",
+            secure=self.secure,
+            httponly=True,
+            samesite=same_site,
         )

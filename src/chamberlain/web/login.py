@@ -10,11 +10,15 @@ from chamberlain.identity.local_login import LoginOutcome, LoginResult, authenti
 from chamberlain.identity.passwords import PasswordPolicyError, hash_password, verify_password
 from chamberlain.oauth.authorize import LOGIN_PURPOSE, AuthorizationRequest, login_page
 from chamberlain.sessions.browser import user_has_mfa
+from chamberlain.sso.identity import SignInRefused
+from chamberlain.sso.ldap.config import LdapProviderConfig
+from chamberlain.sso.registry import provider_secret
 from chamberlain.store.users import User
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
 from chamberlain.web.pages import message_page, render
 from chamberlain.web.signed_in import authorization_of, signed_in
+from chamberlain.web.sso import refused_page, signed_in_through
 
 PASSWORD_PURPOSE = "password-change"
 
@@ -41,6 +45,12 @@ async def submit_login(request: Request) -> Response:
         )
     authorization = await authorization_of(app, return_to)
     username = fields.get("username", "")[:200]
+    captured = app.config.sso.provider_for_email(username)
+    if captured is not None:
+        name, provider = captured
+        if isinstance(provider, LdapProviderConfig):
+            return await _directory_sign_in(app, request, authorization, name, provider, username, fields)
+        return _captured_domain(app, request, authorization, name, username)
     result = await authenticate(
         app.users,
         app.settings.login,
@@ -66,6 +76,69 @@ async def submit_login(request: Request) -> Response:
     if result.user.must_change_password:
         return _change_password_page(app, request, result.user, authorization, return_to)
     return await signed_in(app, request, result.user, authorization, return_to)
+
+
+def _captured_domain(
+    app: Tenant, request: Request, authorization: AuthorizationRequest | None, provider: str, username: str
+) -> Response:
+    """A captured domain's people sign in through its provider only: a local password is refused, even a right one
+    (an account left with a password from before the capture must not become a way around the IdP's policies)."""
+    emit.sign_in(
+        app.audit.log,
+        request,
+        app.id,
+        user_id=None,
+        username_hash=emit.keyed_hash(app.audit_hash_key, username),
+        outcome="failure",
+        reason="domain_captured",
+        provider=provider,
+    )
+    domain = username.rpartition("@")[2].lower()
+    return login_page(
+        app,
+        request,
+        authorization,
+        error=f"Addresses at {domain} sign in with single sign-on, not a password here: "
+        "use “Continue with single sign-on”.",
+        email=username,
+        status_code=403,
+    )
+
+
+async def _directory_sign_in(
+    app: Tenant,
+    request: Request,
+    authorization: AuthorizationRequest | None,
+    name: str,
+    provider: LdapProviderConfig,
+    username: str,
+    fields: dict[str, str],
+) -> Response:
+    """A captured domain whose provider is a directory: the password is checked by binding to it (sso/ldap/)."""
+    password = fields.get("password", "")
+    try:
+        if not password:  # RFC 4513 §5.1.2: an empty password would be an unauthenticated bind, which proves nothing
+            raise SignInRefused("ldap_invalid_credentials", _MESSAGES[LoginOutcome.INVALID], status_code=401)
+        bind_password = await provider_secret(app, provider.bind_password, purpose="LDAP service bind")
+        directory = app.shared.sso.directory(app, name, provider)
+        identity = await directory.authenticate(username, password, bind_password=bind_password)
+    except SignInRefused as refused:
+        if refused.reason != "ldap_invalid_credentials":
+            return refused_page(app, request, name, "ldap", refused, username=username)
+        emit.sign_in(
+            app.audit.log,
+            request,
+            app.id,
+            user_id=None,
+            username_hash=emit.keyed_hash(app.audit_hash_key, username),
+            outcome="failure",
+            reason=refused.reason,
+            method="ldap",
+            provider=name,
+        )
+        error = _MESSAGES[LoginOutcome.INVALID]
+        return login_page(app, request, authorization, error=error, username=username, status_code=401)
+    return await signed_in_through(app, request, identity, fields.get("return_to", ""), method="ldap")
 
 
 def _missing_second_factor(app: Tenant, result: LoginResult) -> str | None:

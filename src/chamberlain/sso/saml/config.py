@@ -16,3 +16,6 @@ class SamlProviderConfig(ProviderBase):
     certificates: tuple[str, ...] = Field(min_length=1)  # the IdP's signing certificates (PEM or base64 DER)
     groups_attribute: str = "groups"
     email_attribute: str = "email"
+    name_attribute: str = "displayName"
+    # Refuse assertions sent in the clear (SAML Core §2.3.4 <EncryptedAssertion>, to our metadata's encryption key).
+    want_assertions_encrypted: bool = False

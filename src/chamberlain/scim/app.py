@@ -1,0 +1,110 @@
+"""The SCIM service provider of a tenant, at `{issuer}/scim/v2` (RFC 7644 §3.2), authenticated by the tenant's
+bearer token (RFC 6750). Every answer, errors included, is application/scim+json."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chamberlain.scim import groups, users
+from chamberlain.scim.errors import ScimError, scim_response
+from chamberlain.scim.schema import list_response as listed
+from chamberlain.scim.schema import resource_types, schemas, service_provider_config
+from chamberlain.scim.service import Provisioning
+from chamberlain.scim.tokens import is_valid
+from chamberlain.tenancy.routing import tenant_of
+
+SCIM_PATH = "/scim/v2"
+Handler = Callable[[Provisioning, Request], Awaitable[Response]]
+
+
+def create_scim_app() -> Starlette:
+    """Mounted at SCIM_PATH in every tenant's surface (app.py `_tenant_routes`)."""
+    routes = [
+        Route("/ServiceProviderConfig", _endpoint(_service_provider_config), methods=["GET"]),
+        Route("/ResourceTypes", _endpoint(_resource_types), methods=["GET"]),
+        Route("/ResourceTypes/{id}", _endpoint(_resource_type), methods=["GET"]),
+        Route("/Schemas", _endpoint(_schemas), methods=["GET"]),
+        Route("/Schemas/{id}", _endpoint(_schema), methods=["GET"]),
+        Route("/Users", _endpoint(users.list_users), methods=["GET"]),
+        Route("/Users", _endpoint(users.create_user), methods=["POST"]),
+        Route("/Users/{id}", _endpoint(users.get_user), methods=["GET"]),
+        Route("/Users/{id}", _endpoint(users.replace_user), methods=["PUT"]),
+        Route("/Users/{id}", _endpoint(users.patch_user), methods=["PATCH"]),
+        Route("/Users/{id}", _endpoint(users.delete_user), methods=["DELETE"]),
+        Route("/Groups", _endpoint(groups.list_groups), methods=["GET"]),
+        Route("/Groups", _endpoint(groups.create_group), methods=["POST"]),
+        Route("/Groups/{id}", _endpoint(groups.get_group), methods=["GET"]),
+        Route("/Groups/{id}", _endpoint(groups.replace_group), methods=["PUT"]),
+        Route("/Groups/{id}", _endpoint(groups.patch_group), methods=["PATCH"]),
+        Route("/Groups/{id}", _endpoint(groups.delete_group), methods=["DELETE"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+
+def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(await _authenticated(request), request)
+        except ScimError as error:
+            return error.to_response()
+
+    return endpoint
+
+
+async def _authenticated(request: Request) -> Provisioning:
+    tenant = tenant_of(request)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        # RFC 6750 §3.1: no credentials, no error code.
+        raise ScimError(401, "the SCIM bearer token is required", headers={"WWW-Authenticate": 'Bearer realm="scim"'})
+    if not await is_valid(tenant.database, tenant.master_key, tenant.id, token):
+        raise ScimError(
+            401,
+            "the SCIM bearer token is not valid for this tenant",
+            headers={"WWW-Authenticate": 'Bearer realm="scim", error="invalid_token"'},
+        )
+    return Provisioning(tenant, request)
+
+
+async def _service_provider_config(provisioning: Provisioning, request: Request) -> Response:
+    return scim_response(service_provider_config(provisioning.base))
+
+
+async def _resource_types(provisioning: Provisioning, request: Request) -> Response:
+    found = resource_types(provisioning.base)
+    return scim_response(listed(found, total=len(found), start_index=1))
+
+
+async def _resource_type(provisioning: Provisioning, request: Request) -> Response:
+    return _one(resource_types(provisioning.base), request)
+
+
+async def _schemas(provisioning: Provisioning, request: Request) -> Response:
+    found = schemas(provisioning.base)
+    return scim_response(listed(found, total=len(found), start_index=1))
+
+
+async def _schema(provisioning: Provisioning, request: Request) -> Response:
+    return _one(schemas(provisioning.base), request)
+
+
+def _one(documents: list[dict[str, object]], request: Request) -> Response:
+    wanted = request.path_params["id"]
+    for document in documents:
+        if document["id"] == wanted:
+            return scim_response(document)
+    raise ScimError(404, "no such resource")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # An unknown path, method or tenant: still a SCIM error (RFC 7644 §3.12).
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = "there is no such resource here" if status == 404 else "the request cannot be served"
+    return ScimError(status, detail).to_response()

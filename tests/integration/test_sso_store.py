@@ -1,0 +1,76 @@
+"""The SSO tables on SQLite and PostgreSQL: the migration matches schema.py, identifiers are good once on every
+replica (the database decides), and an IdP subject links to exactly one account."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from chamberlain.identity.passwords import hash_password
+from chamberlain.store.federated_identities import FederatedIdentityRepository
+from chamberlain.store.schema import directory_cache, federated_identities, metadata, seen_identifiers
+from chamberlain.store.seen_identifiers import SAML_ASSERTION, SSO_STATE, SeenIdentifiers
+from chamberlain.store.tenants import ensure_tenant
+from chamberlain.store.users import UserRepository
+from tests.support.databases import migrated_database_url, opened_database
+
+TABLES = (federated_identities.name, seen_identifiers.name, directory_cache.name)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from migrated_database_url(request.param, tmp_path_factory, "sso-store")
+
+
+async def test_the_migration_creates_what_schema_py_declares(url: str) -> None:
+    async with opened_database(url) as database:
+
+        def differences(sync: Any) -> list[Any]:
+            found = compare_metadata(MigrationContext.configure(sync), metadata)
+            return [difference for difference in found if any(table in repr(difference) for table in TABLES)]
+
+        assert await database.run_sync(differences) == []
+
+
+async def test_an_identifier_is_claimed_once_even_by_concurrent_replicas(url: str) -> None:
+    async with opened_database(url) as one, opened_database(url) as two:
+        await ensure_tenant(one, "acme")
+        expires = time.time() + 300
+        results = await asyncio.gather(
+            *(SeenIdentifiers(database, "acme").claim(SAML_ASSERTION, "_a1", expires) for database in (one, two) * 4)
+        )
+        assert sorted(results) == [False] * 7 + [True]
+        # The same value of another kind, or in another tenant, is another identifier.
+        assert await SeenIdentifiers(one, "acme").claim(SSO_STATE, "_a1", expires)
+        await ensure_tenant(one, "other")
+        assert await SeenIdentifiers(one, "other").claim(SAML_ASSERTION, "_a1", expires)
+
+
+async def test_an_expired_claim_no_longer_blocks(url: str) -> None:
+    async with opened_database(url) as database:
+        await ensure_tenant(database, "acme")
+        seen = SeenIdentifiers(database, "acme")
+        assert await seen.claim(SAML_ASSERTION, "_short", time.time() - 1)
+        assert await seen.claim(SAML_ASSERTION, "_short", time.time() + 60)  # the first had expired: cleared
+        assert not await seen.claim(SAML_ASSERTION, "_short", time.time() + 60)
+
+
+async def test_a_subject_links_to_one_account_only(url: str) -> None:
+    async with opened_database(url) as database:
+        await ensure_tenant(database, "acme")
+        users = UserRepository(database, "acme")
+        alice = await users.add(f"alice-{time.time_ns()}@example.com", None, ())
+        mallory = await users.add(f"mallory-{time.time_ns()}@example.com", hash_password("a long password"), ())
+        links = FederatedIdentityRepository(database, "acme")
+        assert await links.link("okta", "00u1", alice.id)
+        assert not await links.link("okta", "00u1", mallory.id)
+        assert await links.user_of("okta", "00u1") == alice.id
+        assert await links.links_of(alice.id) == [("okta", "00u1")]
+        await users.remove(alice.id)  # the link goes with the account
+        assert await links.user_of("okta", "00u1") is None
