@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,12 +21,11 @@ from chamberlain.scim.app import SCIM_PATH
 from chamberlain.store.group_mappings import GroupMappingRepository
 from chamberlain.store.schema import scim_tokens
 from chamberlain.store.users import UserRepository
-from tests.conftest import require_postgres
 from tests.support.audit_events import recorded
 from tests.support.browser import Browser
 from tests.support.mcp_calls import call_mcp
 from tests.support.oauth import Pkce, authorization_url, exchange_code, redirect_params, refresh, register
-from tests.support.server import USER_PASSWORD, RunningServer, postgres_database, running_server
+from tests.support.server import USER_PASSWORD, RunningServer
 from tests.support.tenants import add_tenant
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -35,18 +34,6 @@ GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 SCIM_JSON = "application/scim+json"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    data_dir = tmp_path_factory.mktemp(f"scim-{request.param}")
-    if request.param == "sqlite":
-        with running_server(data_dir) as running:
-            yield running
-        return
-    require_postgres()
-    with postgres_database() as url, running_server(data_dir, url) as running:
-        yield running
 
 
 def cli_token(server: RunningServer, *tenant: str) -> Result:
@@ -345,7 +332,7 @@ async def test_deleting_an_active_user_signs_them_out(server: RunningServer, tok
 
 
 async def test_without_the_tenants_token_nothing_is_served(server: RunningServer, token: str) -> None:
-    await add_tenant(server, "beta")
+    await add_tenant(server, "scim-beta")
     async with scim_client(server, None) as anonymous:
         response = await anonymous.get("/Users")
         scim_error(response, 401)
@@ -357,11 +344,11 @@ async def test_without_the_tenants_token_nothing_is_served(server: RunningServer
     async with scim_client(server, None) as basic:
         scim_error(await basic.get("/Users", headers={"Authorization": f"Basic {token}"}), 401)
     # A tenant without a token refuses every token; the default tenant's token is useless at another tenant.
-    async with scim_client(server, token, "/t/beta") as elsewhere:
+    async with scim_client(server, token, "/t/scim-beta") as elsewhere:
         scim_error(await elsewhere.get("/Users"), 401)
-    beta_token = await new_token(server, "beta")
+    beta_token = await new_token(server, "scim-beta")
     assert beta_token != token
-    async with scim_client(server, beta_token, "/t/beta") as beta:
+    async with scim_client(server, beta_token, "/t/scim-beta") as beta:
         ok(await beta.post("/Users", json={"schemas": [USER_SCHEMA], "userName": "only-in-beta"}), 201)
     async with scim_client(server, beta_token) as wrong_tenant:
         scim_error(await wrong_tenant.get("/Users"), 401)
@@ -370,18 +357,21 @@ async def test_without_the_tenants_token_nothing_is_served(server: RunningServer
         assert "only-in-beta" not in names
     # Only a keyed digest is stored, never the token.
     async with server.engine() as database, database.connect() as connection:
-        digests = (await connection.scalars(select(scim_tokens.c.digest))).all()
+        tenants = (server.settings.tenant, "scim-beta")
+        digests = (
+            await connection.scalars(select(scim_tokens.c.digest).where(scim_tokens.c.tenant_id.in_(tenants)))
+        ).all()
     assert len(digests) == 2
     assert all(token.encode() not in digest and len(digest) == 32 for digest in digests)
 
 
 async def test_a_rotated_token_replaces_the_previous_one(server: RunningServer, token: str) -> None:
-    await add_tenant(server, "gamma")
-    first = await new_token(server, "gamma")
-    second = await new_token(server, "gamma")
-    async with scim_client(server, first, "/t/gamma") as old:
+    await add_tenant(server, "scim-gamma")
+    first = await new_token(server, "scim-gamma")
+    second = await new_token(server, "scim-gamma")
+    async with scim_client(server, first, "/t/scim-gamma") as old:
         scim_error(await old.get("/Users"), 401)
-    async with scim_client(server, second, "/t/gamma") as new:
+    async with scim_client(server, second, "/t/scim-gamma") as new:
         ok(await new.get("/Users"))
 
 

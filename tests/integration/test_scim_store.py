@@ -3,36 +3,23 @@ a deleted user leaves no SCIM rows behind."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 
 from chamberlain.store.errors import AlreadyExists
-from chamberlain.store.schema import metadata, scim_group_members, scim_groups, scim_tokens, scim_users
+from chamberlain.store.schema import scim_group_members, scim_groups, scim_tokens, scim_users
 from chamberlain.store.scim import ScimRepository, scim_groups_of, set_token_digest, token_digest
 from chamberlain.store.tenants import ensure_tenant
 from chamberlain.store.users import UserRepository
-from tests.support.databases import migrated_database_url, opened_database
+from tests.support.databases import migrated_url_fixture, opened_database, schema_differences
 
 TABLES = (scim_tokens.name, scim_users.name, scim_groups.name, scim_group_members.name)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from migrated_database_url(request.param, tmp_path_factory, "scim-store")
+url = migrated_url_fixture("scim-store")
 
 
 async def test_the_migration_creates_what_schema_py_declares(url: str) -> None:
-    async with opened_database(url) as database:
-
-        def differences(sync: Any) -> list[Any]:
-            found = compare_metadata(MigrationContext.configure(sync), metadata)
-            return [difference for difference in found if any(table in repr(difference) for table in TABLES)]
-
-        assert await database.run_sync(differences) == []
+    assert await schema_differences(url, TABLES) == []
 
 
 async def test_memberships_are_per_tenant_and_go_with_the_user(url: str) -> None:

@@ -5,37 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 
 from chamberlain.identity.passwords import hash_password
 from chamberlain.store.federated_identities import FederatedIdentityRepository
-from chamberlain.store.schema import directory_cache, federated_identities, metadata, seen_identifiers
+from chamberlain.store.schema import directory_cache, federated_identities, seen_identifiers
 from chamberlain.store.seen_identifiers import SAML_ASSERTION, SSO_STATE, SeenIdentifiers
 from chamberlain.store.tenants import ensure_tenant
 from chamberlain.store.users import UserRepository
-from tests.support.databases import migrated_database_url, opened_database
+from tests.support.databases import migrated_url_fixture, opened_database, schema_differences
 
 TABLES = (federated_identities.name, seen_identifiers.name, directory_cache.name)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from migrated_database_url(request.param, tmp_path_factory, "sso-store")
+url = migrated_url_fixture("sso-store")
 
 
 async def test_the_migration_creates_what_schema_py_declares(url: str) -> None:
-    async with opened_database(url) as database:
-
-        def differences(sync: Any) -> list[Any]:
-            found = compare_metadata(MigrationContext.configure(sync), metadata)
-            return [difference for difference in found if any(table in repr(difference) for table in TABLES)]
-
-        assert await database.run_sync(differences) == []
+    assert await schema_differences(url, TABLES) == []
 
 
 async def test_an_identifier_is_claimed_once_even_by_concurrent_replicas(url: str) -> None:

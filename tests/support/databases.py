@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
 from chamberlain.store.database import Database, create_database, migrate
+from chamberlain.store.schema import metadata
 from tests.conftest import require_postgres
 from tests.support.server import postgres_database
 
@@ -43,3 +47,25 @@ async def opened_database(url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+def migrated_url_fixture(name: str) -> Callable[..., Iterator[str]]:
+    """A module's `url` fixture: `url = migrated_url_fixture("scim-store")` gives each test of the module the URL of
+    a migrated database, once per backend (see migrated_database_url)."""
+
+    @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+    def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+        yield from migrated_database_url(request.param, tmp_path_factory, name)
+
+    return url
+
+
+async def schema_differences(url: str, tables: Collection[str]) -> list[Any]:
+    """What the migrated database at `url` has otherwise than schema.py declares, for these tables."""
+    async with opened_database(url) as database:
+
+        def differences(sync: Any) -> list[Any]:
+            found = compare_metadata(MigrationContext.configure(sync), metadata)
+            return [difference for difference in found if any(table in repr(difference) for table in tables)]
+
+        return list(await database.run_sync(differences))

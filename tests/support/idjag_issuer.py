@@ -11,13 +11,11 @@ IdP does not publish (same `kid`), as a forger would.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
@@ -25,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.server import free_port
+from tests.support.server import free_port, serving
 
 ID_JAG_TYPE = "oauth-id-jag+jwt"
 LIFETIME = 300  # seconds: Okta's ID-JAGs live five minutes
@@ -103,18 +101,5 @@ def idjag_issuer() -> Iterator[IdJagIssuer]:
     """Runs the stand-in IdP with uvicorn in a thread of its own until the block ends."""
     port = free_port()
     issuer = IdJagIssuer(port=port)
-    server = uvicorn.Server(
-        uvicorn.Config(issuer.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name=f"idjag-issuer-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the ID-JAG issuer did not start")
-        time.sleep(0.01)
-    try:
+    with serving(issuer.app, port, name="idjag-issuer"):
         yield issuer
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

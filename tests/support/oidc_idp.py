@@ -29,7 +29,6 @@ import contextlib
 import json
 import secrets
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
@@ -46,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.server import free_port
+from tests.support.server import free_port, serving
 
 SCRIPT = Path(__file__).with_name("oidc_idp.mjs")
 MFA_ACR = "urn:chamberlain:test:mfa"
@@ -273,16 +271,5 @@ def running_crafted_idp() -> Iterator[CraftedIdp]:
     """Runs the stand-in with uvicorn in a thread of its own until the block ends."""
     port = free_port()
     idp = CraftedIdp(issuer=f"http://127.0.0.1:{port}")
-    server = uvicorn.Server(uvicorn.Config(idp.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name=f"crafted-idp-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the crafted IdP did not start")
-        time.sleep(0.01)
-    try:
+    with serving(idp.app(), port, name="crafted-idp"):
         yield idp
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

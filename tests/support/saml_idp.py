@@ -26,22 +26,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import html
 import re
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
@@ -53,7 +45,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.support.server import free_port
+from chamberlain.sso.saml.sp_credentials import generate_sp_credentials
+from tests.support.server import free_port, serving
 
 REFEDS_MFA = "https://refeds.org/profile/mfa"
 PASSWORD = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
@@ -79,23 +72,8 @@ class IdpOptions:
 
 def other_signer(common_name: str = "not the IdP") -> tuple[str, str]:
     """A key pair (PEM key, PEM certificate) that is not the IdP's."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return key_pem, certificate.public_bytes(serialization.Encoding.PEM).decode()
+    credentials = generate_sp_credentials(common_name)  # a self-signed RSA key pair, as our SP makes its own
+    return credentials.private_key, credentials.certificate
 
 
 @dataclass
@@ -267,16 +245,5 @@ def running_saml_idp(directory: Path, *, users: Mapping[str, Mapping[str, Any]] 
     """Runs the IdP with uvicorn in a thread of its own until the block ends."""
     port = free_port()
     idp = SamlIdp(f"http://127.0.0.1:{port}", directory, users or USERS)
-    server = uvicorn.Server(uvicorn.Config(idp.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name=f"saml-idp-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the SAML IdP did not start")
-        time.sleep(0.01)
-    try:
+    with serving(idp.app(), port, name="saml-idp"):
         yield idp
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -13,10 +13,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from chamberlain.app import create_app
 from chamberlain.cli.init import initialise
@@ -103,25 +104,28 @@ def running_server(
     settings = load_settings(data_dir=data_dir, overrides=overrides, environ={})
     admin_password = asyncio.run(_prepare(settings))
     app = create_app(settings, resolver=resolver)
+    with serving(app, port, name="chamberlain", lifespan="on", timeout=30):
+        yield RunningServer(f"http://127.0.0.1:{port}", settings, admin_password, app)
+
+
+@contextlib.contextmanager
+def serving(
+    app: ASGIApp, port: int, *, name: str, lifespan: Literal["on", "off"] = "off", timeout: float = 15
+) -> Iterator[None]:
+    """Serves `app` on 127.0.0.1:`port` with uvicorn in a thread of its own until the block ends: the gateway
+    itself, and the stand-ins tests start beside it (IdPs, authorization servers)."""
     server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-        )
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan=lifespan)
     )
-    thread = threading.Thread(target=server.run, name=f"chamberlain-{port}", daemon=True)
+    thread = threading.Thread(target=server.run, name=f"{name}-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
+            raise RuntimeError(f"{name} did not start on port {port}")
+        time.sleep(0.01)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", settings, admin_password, app)
+        yield
     finally:
         server.should_exit = True
         thread.join(timeout=15)

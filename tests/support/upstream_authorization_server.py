@@ -40,7 +40,6 @@ from typing import Any
 from urllib.parse import unquote_plus, urlencode
 
 import httpx
-import uvicorn
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
@@ -49,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from tests.support.server import free_port
+from tests.support.server import free_port, serving
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -401,18 +400,5 @@ def upstream_authorization_server(
     authorization_server = UpstreamAuthorizationServer(
         port=port, clients=clients, subject_issuer=subject_issuer, subject_jwks=subject_jwks, expires_in=expires_in
     )
-    server = uvicorn.Server(
-        uvicorn.Config(authorization_server.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name=f"upstream-as-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the upstream authorization server did not start")
-        time.sleep(0.01)
-    try:
+    with serving(authorization_server.app, port, name="upstream-as"):
         yield authorization_server
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -49,7 +49,7 @@ from chamberlain.cli.common import (
     settings_from,
 )
 from chamberlain.cli.config import first_problem, update_stored_config, warn_if_file_overrides
-from chamberlain.cli.vault import _Opened, _opened, _recordable, _Spec, _store, _vault_errors
+from chamberlain.cli.vault import CredentialSpec, OpenedVault, opened_vault, recordable, store_credential, vault_errors
 from chamberlain.gateway.server_config import split_vault_reference
 from chamberlain.policy.roles import DEFAULT_ROLES
 from chamberlain.settings import Settings
@@ -127,14 +127,14 @@ def _add(
     value = _secret_value(secret.option) if secret is not None else None
 
     async def add() -> str:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             await _refuse_taken(opened, settings, name, provider)
 
             async def store_secret() -> None:
                 if secret is not None and value is not None:
                     ref = SecretRef(opened.tenant, SECRET_SOURCE, name)
-                    spec = _Spec(secret.kind, (SSO_BINDING,), None, None, None, None)
-                    await _store(opened, settings, ref, value, spec, via="sso add")
+                    spec = CredentialSpec(secret.kind, (SSO_BINDING,), None, None, None, None)
+                    await store_credential(opened, settings, ref, value, spec, via="sso add")
 
             def change(stored: dict[str, Any]) -> dict[str, Any]:
                 return {**stored, "providers": {**(stored.get("providers") or {}), name: written}}
@@ -150,7 +150,7 @@ def _add(
             )
             return opened.tenant
 
-    with _vault_errors():
+    with vault_errors():
         tenant_id = run(add())
     domains = ", ".join(provider.domains) or "no domain (add one with --domain to offer it)"
     console.print(
@@ -188,7 +188,7 @@ def _secret_value(option: str) -> bytes:
     return value.encode()
 
 
-async def _refuse_taken(opened: _Opened, settings: Settings, name: str, provider: ProviderBase) -> None:
+async def _refuse_taken(opened: OpenedVault, settings: Settings, name: str, provider: ProviderBase) -> None:
     current = (await load_effective_config(opened.database, settings, opened.tenant)).sso.providers
     if name in current:
         fail(f"--name: tenant {opened.tenant!r} already has a provider {name!r} (remove it first, or give --name)")
@@ -376,8 +376,8 @@ def add_ldap(
 
 
 @contextlib.asynccontextmanager
-async def _providers(settings: Settings, tenant: str | None) -> AsyncIterator[tuple[_Opened, dict[str, Any]]]:
-    async with _opened(settings, tenant) as opened:
+async def _providers(settings: Settings, tenant: str | None) -> AsyncIterator[tuple[OpenedVault, dict[str, Any]]]:
+    async with opened_vault(settings, tenant) as opened:
         try:
             config = await load_effective_config(opened.database, settings, opened.tenant)
         except ValidationError as problem:
@@ -408,7 +408,7 @@ def list_providers(tenant: Tenant = None, data_dir: DataDir = None, config: Conf
         async with _providers(settings, tenant) as (_, providers):
             return providers
 
-    with _vault_errors():
+    with vault_errors():
         providers = run(fetch())
     table = Table("Name", "Kind", "Preset", "Issuer / entity ID / URL", "Domains")
     for name, provider in sorted(providers.items()):
@@ -426,7 +426,7 @@ def show(name: NameArgument, tenant: Tenant = None, data_dir: DataDir = None, co
         async with _providers(settings, tenant) as (opened, providers):
             return _provider(providers, name, opened.tenant)
 
-    with _vault_errors():
+    with vault_errors():
         provider = run(fetch())
     typer.echo(json.dumps(provider.model_dump(mode="json"), indent=2))
 
@@ -440,7 +440,7 @@ def remove(name: NameArgument, tenant: Tenant = None, data_dir: DataDir = None, 
     settings = settings_from(data_dir, config)
 
     async def delete() -> tuple[str, int, list[str]]:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             row_config = await _stored_providers(opened)
             if name not in row_config:
                 fail(
@@ -460,7 +460,7 @@ def remove(name: NameArgument, tenant: Tenant = None, data_dir: DataDir = None, 
             removed = [reference for reference in references if await _remove_secret(opened, settings, reference)]
             return opened.tenant, links, removed
 
-    with _vault_errors():
+    with vault_errors():
         tenant_id, links, removed = run(delete())
     console.print(
         f"Removed provider {name!r} from tenant {tenant_id!r}; forgot {links} federated link"
@@ -474,13 +474,13 @@ def remove(name: NameArgument, tenant: Tenant = None, data_dir: DataDir = None, 
 _SECRET_FIELDS = ("client_secret", "bind_password")
 
 
-async def _stored_providers(opened: _Opened) -> dict[str, dict[str, Any]]:
+async def _stored_providers(opened: OpenedVault) -> dict[str, dict[str, Any]]:
     row = await TenantRepository(opened.database).get(opened.tenant)
     providers = ((row.config if row else None) or {}).get(SECTION, {}).get("providers") or {}
     return dict(providers)
 
 
-async def _remove_secret(opened: _Opened, settings: Settings, reference: str) -> bool:
+async def _remove_secret(opened: OpenedVault, settings: Settings, reference: str) -> bool:
     """Removes a secret this command stored (source "sso"); a reference elsewhere may be shared, so it stays."""
     source, secret_name = split_vault_reference(reference)
     if source != SECRET_SOURCE:
@@ -493,7 +493,7 @@ async def _remove_secret(opened: _Opened, settings: Settings, reference: str) ->
         opened.database,
         settings,
         target=f"credential:{ref}",
-        before=_recordable(existing),
+        before=recordable(existing),
         after={},
         tenant=opened.tenant,
     )
@@ -518,7 +518,7 @@ def map_group(
     roles = tuple(sorted(set(role)))
 
     async def store() -> str:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             document = (await load_effective_config(opened.database, settings, opened.tenant)).roles or DEFAULT_ROLES
             # A role the document does not define grants nothing: almost certainly a typo (as the admin API says).
             undefined = [name for name in roles if name not in document.enterprise_roles]
@@ -537,7 +537,7 @@ def map_group(
             await mappings.set_roles(group, roles)
             return opened.tenant
 
-    with _vault_errors():
+    with vault_errors():
         tenant_id = run(store())
     console.print(
         f"Members of {group!r} in tenant {tenant_id!r} receive: {', '.join(roles)}.", markup=False, highlight=False
@@ -552,7 +552,7 @@ def unmap_group(
     settings = settings_from(data_dir, config)
 
     async def delete() -> None:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             mappings = GroupMappingRepository(opened.database, opened.tenant)
             existing = await mappings.get(group)
             if existing is None:
@@ -567,7 +567,7 @@ def unmap_group(
             )
             await mappings.remove(group)
 
-    with _vault_errors():
+    with vault_errors():
         run(delete())
     console.print(f"Removed the mappings of {group!r}.", markup=False, highlight=False)
 
@@ -578,10 +578,10 @@ def list_mappings(tenant: Tenant = None, data_dir: DataDir = None, config: Confi
     settings = settings_from(data_dir, config)
 
     async def fetch() -> list[GroupMapping]:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             return await GroupMappingRepository(opened.database, opened.tenant).list()
 
-    with _vault_errors():
+    with vault_errors():
         found = run(fetch())
     table = Table("Group", "Roles")
     for mapping in found:
@@ -617,7 +617,7 @@ def check_provider(
                 return _check_saml(provider)
             return await _check_ldap(opened, provider)
 
-    with _vault_errors():
+    with vault_errors():
         checks = run(check())
     for item in checks:
         mark = "[bold green]OK[/]  " if item.ok else "[bold red]FAIL[/]"
@@ -627,7 +627,7 @@ def check_provider(
         raise typer.Exit(1)
 
 
-async def _secret_check(opened: _Opened, reference: str | None, what: str) -> Check:
+async def _secret_check(opened: OpenedVault, reference: str | None, what: str) -> Check:
     """Whether the referenced secret is in the vault and usable by "sso" (its value is not read)."""
     if reference is None:
         return Check(what, True, "none (a public client)")
@@ -640,7 +640,7 @@ async def _secret_check(opened: _Opened, reference: str | None, what: str) -> Ch
     return Check(what, True, f"{reference} in the vault")
 
 
-async def _check_oidc(opened: _Opened, provider: OidcProviderConfig) -> list[Check]:
+async def _check_oidc(opened: OpenedVault, provider: OidcProviderConfig) -> list[Check]:
     checks = [await _secret_check(opened, provider.client_secret, "client secret")]
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
         keys = IssuerKeys(http)
@@ -693,7 +693,7 @@ def _base64(text: str) -> bytes:
         raise ValueError("not base64") from None
 
 
-async def _check_ldap(opened: _Opened, provider: LdapProviderConfig) -> list[Check]:
+async def _check_ldap(opened: OpenedVault, provider: LdapProviderConfig) -> list[Check]:
     secret = await _secret_check(opened, provider.bind_password, "bind password")
     if not secret.ok:
         return [secret]

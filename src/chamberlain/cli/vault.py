@@ -83,14 +83,14 @@ def vault_settings(settings: Settings) -> VaultSettings:
 
 
 @dataclass(frozen=True)
-class _Opened:
+class OpenedVault:
     database: Database
     vault: Vault
     tenant: str
 
 
 @contextlib.asynccontextmanager
-async def _opened(settings: Settings, tenant: str | None) -> AsyncIterator[_Opened]:
+async def opened_vault(settings: Settings, tenant: str | None) -> AsyncIterator[OpenedVault]:
     """The store, the tenant (which must exist) and a Vault whose reads go to a running audit log."""
     async with initialised_store(settings) as database:
         tenant_id = await existing_tenant(database, settings, tenant)
@@ -101,14 +101,14 @@ async def _opened(settings: Settings, tenant: str | None) -> AsyncIterator[_Open
         log = AuditLog(database, master_key, settings.audit)
         await log.start()
         try:
-            yield _Opened(database, Vault(database, storage.backend, log, configured), tenant_id)
+            yield OpenedVault(database, Vault(database, storage.backend, log, configured), tenant_id)
         finally:
             await log.aclose()
             await storage.aclose()
 
 
 @contextlib.contextmanager
-def _vault_errors() -> Iterator[None]:
+def vault_errors() -> Iterator[None]:
     """Vault failures become one line naming the credential (never its value) and exit 1."""
     try:
         yield
@@ -133,7 +133,7 @@ def _target(ref: SecretRef) -> str:
     return f"credential:{ref}"
 
 
-def _recordable(record: CredentialRecord) -> dict[str, Any]:
+def recordable(record: CredentialRecord) -> dict[str, Any]:
     """The record as the audit log may keep it: no value, and the owner (maybe a person's name) only as set."""
     return {
         "kind": str(record.kind),
@@ -149,7 +149,7 @@ def _recordable(record: CredentialRecord) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class _Spec:
+class CredentialSpec:
     """What the options say about a credential; None: keep what an existing one has (or the default)."""
 
     kind: CredentialKind | None
@@ -160,7 +160,7 @@ class _Spec:
     rotation: dict[str, str] | None
 
 
-async def _check_bindings(opened: _Opened, settings: Settings, bindings: tuple[str, ...]) -> None:
+async def _check_bindings(opened: OpenedVault, settings: Settings, bindings: tuple[str, ...]) -> None:
     if not bindings:
         return
     master_key = load_master_key(settings.data_dir)
@@ -172,7 +172,7 @@ async def _check_bindings(opened: _Opened, settings: Settings, bindings: tuple[s
             fail(f"no server named {server!r} in tenant {opened.tenant!r}: add it first ('chamberlain servers add')")
 
 
-async def _user_id(opened: _Opened, name: str | None) -> str | None:
+async def _user_id(opened: OpenedVault, name: str | None) -> str | None:
     if name is None:
         return None
     user = await UserRepository(opened.database, opened.tenant).get_by_username(name)
@@ -181,8 +181,8 @@ async def _user_id(opened: _Opened, name: str | None) -> str | None:
     return user.id
 
 
-async def _store(
-    opened: _Opened, settings: Settings, ref: SecretRef, value: bytes, spec: _Spec, *, via: str
+async def store_credential(
+    opened: OpenedVault, settings: Settings, ref: SecretRef, value: bytes, spec: CredentialSpec, *, via: str
 ) -> CredentialRecord:
     """Merges the options with the existing record, records the change, then stores the new version."""
     existing = await opened.vault.record(ref)
@@ -200,8 +200,8 @@ async def _store(
         opened.database,
         settings,
         target=_target(ref),
-        before=_recordable(existing) if existing else None,
-        after={**_recordable(planned), "value": f"new version ({via})"},
+        before=recordable(existing) if existing else None,
+        after={**recordable(planned), "value": f"new version ({via})"},
         tenant=opened.tenant,
     )
     record, _ = await opened.vault.store(
@@ -293,17 +293,17 @@ def set_secret(
             fail(str(problem))
         kind = kind or CredentialKind.PASSWORD
     _ref(settings.tenant, source, name)  # a bad name is reported before anything is read
-    spec = _Spec(kind, tuple(bind) if bind is not None else None, user, owner, max_age, rotation)
+    spec = CredentialSpec(kind, tuple(bind) if bind is not None else None, user, owner, max_age, rotation)
 
     async def store() -> CredentialRecord:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             ref = _ref(opened.tenant, source, name)
             if pg_admin is not None and await opened.vault.record(_ref(opened.tenant, source, pg_admin)) is None:
                 fail(f"no secret {source}/{pg_admin} for the admin connection: store it first ('vault set')")
             value = _read_value(from_stdin, from_file, generate, prefix)
-            return await _store(opened, settings, ref, value, spec, via="generated" if generate else "set")
+            return await store_credential(opened, settings, ref, value, spec, via="generated" if generate else "set")
 
-    with _vault_errors():
+    with vault_errors():
         record = run(store())
     bound = ", ".join(record.bindings) or "no server (bind one with --bind)"
     console.print(f"Stored [bold]{source}/{name}[/] ({record.kind}); usable by: {bound}.", highlight=False)
@@ -416,17 +416,17 @@ def import_secrets(
         errors.print(f"skipped {variable}: empty, or not usable as a secret name", markup=False, highlight=False)
     if not chosen:
         fail(f"nothing to import from {origin}")
-    spec = _Spec(kind, tuple(bind) if bind is not None else None, user, owner, max_age, None)
+    spec = CredentialSpec(kind, tuple(bind) if bind is not None else None, user, owner, max_age, None)
 
     async def store_all() -> list[str]:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             stored = []
             for _variable, name, value in chosen:
-                await _store(opened, settings, _ref(opened.tenant, source, name), value, spec, via="import")
+                await store_credential(opened, settings, _ref(opened.tenant, source, name), value, spec, via="import")
                 stored.append(name)
             return stored
 
-    with _vault_errors():
+    with vault_errors():
         names = run(store_all())
     console.print(f"Imported {len(names)} secrets into {source}: {', '.join(names)}.", highlight=False)
     if dotenv is not None:
@@ -456,11 +456,11 @@ def get(
     settings = settings_from(data_dir, config)
 
     async def read() -> bytes:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             ref = _ref(opened.tenant, source, name)
             return await opened.vault.read_as_admin(ref, actor=_operator(), version=version)
 
-    with _vault_errors():
+    with vault_errors():
         value = run(read())
     click.echo(value, nl=sys.stdout.isatty())
 
@@ -476,7 +476,7 @@ def list_secrets(
     settings = settings_from(data_dir, config)
 
     async def fetch() -> list[tuple[str, ...]]:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             versions = {
                 (version.ref.source, version.ref.name): version.version
                 for version in await opened.vault.backend.list(opened.tenant, source)
@@ -503,7 +503,7 @@ def list_secrets(
                 )
             return rows
 
-    with _vault_errors():
+    with vault_errors():
         rows = run(fetch())
     table = _table("Source", "Name", "Kind", "Version", "Bound to", "User", "Owner", "Age", "Max age", "Health")
     for row in rows:
@@ -538,18 +538,18 @@ def remove(
     settings = settings_from(data_dir, config)
 
     async def delete() -> bool:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             ref = _ref(opened.tenant, source, name)
             existing = await opened.vault.record(ref)
             if existing is None and not await opened.vault.backend.versions(ref):
                 return False
-            before = _recordable(existing) if existing else {}
+            before = recordable(existing) if existing else {}
             await record_admin_change(
                 opened.database, settings, target=_target(ref), before=before, after={}, tenant=opened.tenant
             )
             return await opened.vault.remove(ref)
 
-    with _vault_errors():
+    with vault_errors():
         removed = run(delete())
     if not removed:
         fail(f"no secret {source}/{name}")
@@ -569,7 +569,7 @@ def purge(
     settings = settings_from(data_dir, config)
 
     async def drop() -> int:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             ref = _ref(opened.tenant, source, name)
             if not await opened.vault.backend.versions(ref):
                 fail(f"no secret {source}/{name}")
@@ -578,7 +578,7 @@ def purge(
             )
             return await opened.vault.backend.purge(ref, keep=keep)
 
-    with _vault_errors():
+    with vault_errors():
         dropped = run(drop())
     console.print(f"Dropped {dropped} old versions of {source}/{name}.", highlight=False)
 
@@ -595,7 +595,7 @@ def rotate_secret(
     settings = settings_from(data_dir, config)
 
     async def renew() -> int:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             ref = _ref(opened.tenant, source, name)
             record = await opened.vault.record(ref)
             if record is None:
@@ -606,7 +606,7 @@ def rotate_secret(
             )
             return (await rotate(opened.vault, ref, actor=_operator())).version
 
-    with _vault_errors():
+    with vault_errors():
         version = run(renew())
     console.print(
         f"Rotated [bold]{source}/{name}[/]: version {version} is current; earlier ones stay until 'vault purge'.",
@@ -663,7 +663,7 @@ def audit(
 
 def _rotation_report(settings: Settings, tenant: str | None) -> None:
     async def check() -> list[tuple[str, ...]]:
-        async with _opened(settings, tenant) as opened:
+        async with opened_vault(settings, tenant) as opened:
             due = await rotation_check(opened.vault, opened.tenant, time.time())
             return [
                 (
@@ -678,7 +678,7 @@ def _rotation_report(settings: Settings, tenant: str | None) -> None:
                 for item in due
             ]
 
-    with _vault_errors():
+    with vault_errors():
         rows = run(check())
     if not rows:
         console.print("No credential is past or near its maximum age.")
@@ -724,7 +724,7 @@ def rotate_kek(
             report = await EnvelopeBackend(database, ring).rewrap(batch_size=configured.rewrap_batch_size)
             return report.kek_id, report.rewrapped, dict(report.missing_keks), report.unreadable
 
-    with _vault_errors():
+    with vault_errors():
         kek_id, rewrapped, missing, unreadable = run(rewrap())
     console.print(f"Rewrapped {rewrapped} data keys under key-encryption key {kek_id}.", highlight=False)
     if new_key_file is not None:

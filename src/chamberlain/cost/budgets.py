@@ -49,7 +49,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Protocol, Self
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -69,7 +68,7 @@ from chamberlain.cost.spend import (
     Scope,
 )
 from chamberlain.gateway.server_config import VaultReference
-from chamberlain.net.hosts import is_loopback_host
+from chamberlain.net.hosts import check_off_machine_url
 from chamberlain.net.resp import RedisPool, RespError, ServerError, parse_redis_url
 from chamberlain.net.webhooks import AuditSink
 
@@ -89,14 +88,7 @@ _ADJECTIVE: Final[dict[Period, str]] = {"day": "daily", "week": "weekly", "month
 
 def webhook_url(url: str) -> str:
     # The alert is signed, not encrypted: it leaves the machine only over TLS.
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password:
-        raise ValueError("must be an absolute http(s) URL without user information")
-    if parts.fragment:
-        raise ValueError("must not have a fragment")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError("must use https (plain http is allowed only on loopback)")
-    return url
+    return check_off_machine_url(url)
 
 
 class BudgetRule(BaseModel):

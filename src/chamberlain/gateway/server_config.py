@@ -85,6 +85,9 @@ _USER_ID_IN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_PER_USER_NAME = 128 - 1 - 66  # a secret name's limit, the dot, and the longest suffix ("u-" + 64 hex digits)
 
 
+VAULT_REFERENCE_FORMAT = "vault-reference"
+
+
 def _vault_reference(reference: str) -> str:
     """A reference "SOURCE/NAME": a secret of the server's own tenant. No tenant part: a server can never name another
     tenant's secret, whatever it writes."""
@@ -96,7 +99,10 @@ def _vault_reference(reference: str) -> str:
     return reference
 
 
-VaultReference = Annotated[str, AfterValidator(_vault_reference)]
+# Marked in JSON Schema (the admin API's OpenAPI): a field of this type names a secret and never holds one.
+VaultReference = Annotated[
+    str, AfterValidator(_vault_reference), Field(json_schema_extra={"format": VAULT_REFERENCE_FORMAT})
+]
 
 
 def split_vault_reference(reference: str) -> tuple[str, str]:

@@ -4,6 +4,7 @@ bearer token (RFC 6750). Every answer, errors included, is application/scim+json
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from chamberlain.scim import groups, users
 from chamberlain.scim.errors import ScimError, scim_response
+from chamberlain.scim.resources import ResourceKind
 from chamberlain.scim.schema import list_response as listed
 from chamberlain.scim.schema import resource_types, schemas, service_provider_config
 from chamberlain.scim.service import Provisioning
@@ -31,20 +33,22 @@ def create_scim_app() -> Starlette:
         Route("/ResourceTypes/{id}", _endpoint(_resource_type), methods=["GET"]),
         Route("/Schemas", _endpoint(_schemas), methods=["GET"]),
         Route("/Schemas/{id}", _endpoint(_schema), methods=["GET"]),
-        Route("/Users", _endpoint(users.list_users), methods=["GET"]),
-        Route("/Users", _endpoint(users.create_user), methods=["POST"]),
-        Route("/Users/{id}", _endpoint(users.get_user), methods=["GET"]),
-        Route("/Users/{id}", _endpoint(users.replace_user), methods=["PUT"]),
-        Route("/Users/{id}", _endpoint(users.patch_user), methods=["PATCH"]),
-        Route("/Users/{id}", _endpoint(users.delete_user), methods=["DELETE"]),
-        Route("/Groups", _endpoint(groups.list_groups), methods=["GET"]),
-        Route("/Groups", _endpoint(groups.create_group), methods=["POST"]),
-        Route("/Groups/{id}", _endpoint(groups.get_group), methods=["GET"]),
-        Route("/Groups/{id}", _endpoint(groups.replace_group), methods=["PUT"]),
-        Route("/Groups/{id}", _endpoint(groups.patch_group), methods=["PATCH"]),
-        Route("/Groups/{id}", _endpoint(groups.delete_group), methods=["DELETE"]),
+        *_resource_routes("/Users", users.USERS, users.create_user, users.delete_user),
+        *_resource_routes("/Groups", groups.GROUPS, groups.create_group, groups.delete_group),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+
+def _resource_routes(path: str, kind: ResourceKind[Any, Any], create: Handler, delete: Handler) -> list[Route]:
+    """RFC 7644 §3.2: a resource type's endpoint and each of its resources' ({path}/{id})."""
+    return [
+        Route(path, _endpoint(kind.list_all), methods=["GET"]),
+        Route(path, _endpoint(create), methods=["POST"]),
+        Route(f"{path}/{{id}}", _endpoint(kind.get), methods=["GET"]),
+        Route(f"{path}/{{id}}", _endpoint(kind.replace), methods=["PUT"]),
+        Route(f"{path}/{{id}}", _endpoint(kind.patch), methods=["PATCH"]),
+        Route(f"{path}/{{id}}", _endpoint(delete), methods=["DELETE"]),
+    ]
 
 
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,17 +178,17 @@ class _Parser:
 
     # filter = term *("or" term); term = factor *("and" factor): `and` binds tighter (§3.4.2.2 Table 4).
     def expression(self, depth: int) -> Filter:
-        found = self._term(depth)
-        while self.at_keyword("or"):
-            self.next()
-            found = Or(found, self._term(depth))
-        return found
+        return self._joined("or", Or, lambda: self._term(depth))
 
     def _term(self, depth: int) -> Filter:
-        found = self._factor(depth)
-        while self.at_keyword("and"):
+        return self._joined("and", And, lambda: self._factor(depth))
+
+    def _joined(self, keyword: str, join: Callable[[Filter, Filter], Filter], operand: Callable[[], Filter]) -> Filter:
+        """Operands separated by `keyword`, grouped from the left."""
+        found = operand()
+        while self.at_keyword(keyword):
             self.next()
-            found = And(found, self._factor(depth))
+            found = join(found, operand())
         return found
 
     def _factor(self, depth: int) -> Filter:
@@ -196,25 +196,26 @@ class _Parser:
             raise self._error("the filter is nested too deeply")
         if self.at("("):
             self.next()
-            inner = self.expression(depth + 1)
-            self.expect(")")
-            return inner
+            return self._enclosed(depth, ")")
         if self.at_keyword("not"):
             self.next()
             self.expect("(")
-            inner = self.expression(depth + 1)
-            self.expect(")")
-            return Not(inner)
+            return Not(self._enclosed(depth, ")"))
         path = self.attr_path(self.word("an attribute"))
         if self.at("["):
             self.next()
-            inner = self.expression(depth + 1)
-            self.expect("]")
+            inner = self._enclosed(depth, "]")
             sub = self.sub_attr()
             if sub is None:
                 return ValuePath(path, inner)
             return ValuePath(path, inner, self._comparison(AttrPath(None, sub)))
         return self._comparison(path)
+
+    def _enclosed(self, depth: int, close: str) -> Filter:
+        """The filter after an opening "(" or "[" (already read), up to its `close`: one level deeper."""
+        inner = self.expression(depth + 1)
+        self.expect(close)
+        return inner
 
     def _comparison(self, path: AttrPath) -> Compare | Present:
         op = self.word("an operator").lower()

@@ -11,17 +11,7 @@ from starlette.responses import Response
 
 from chamberlain.scim.errors import UNIQUENESS, ScimError, invalid
 from chamberlain.scim.filters import CORE_GROUP, lookup
-from chamberlain.scim.patch import apply_patch
-from chamberlain.scim.resources import (
-    check_version,
-    listing,
-    meta,
-    read_json,
-    resource_id,
-    resource_response,
-    single,
-    text_attribute,
-)
+from chamberlain.scim.resources import ResourceKind, meta, read_json, text_attribute
 from chamberlain.scim.service import Provisioning
 from chamberlain.store.errors import AlreadyExists
 from chamberlain.store.scim import ScimGroupRow
@@ -60,11 +50,6 @@ def group_resource(provisioning: Provisioning, row: ScimGroupRow) -> dict[str, A
     return resource
 
 
-async def list_groups(provisioning: Provisioning, request: Request) -> Response:
-    rows = await provisioning.store.groups()
-    return listing(request, [group_resource(provisioning, row) for row in rows])
-
-
 async def create_group(provisioning: Provisioning, request: Request) -> Response:
     group = _Group(await read_json(request))
     await _check_members(provisioning, group)
@@ -76,31 +61,11 @@ async def create_group(provisioning: Provisioning, request: Request) -> Response
     except AlreadyExists:
         raise _taken() from None
     await provisioning.refresh_roles(group.members)
-    return resource_response(group_resource(provisioning, await _existing(provisioning, group_id)), 201)
-
-
-async def get_group(provisioning: Provisioning, request: Request) -> Response:
-    return single(request, group_resource(provisioning, await _existing(provisioning, resource_id(request))))
-
-
-async def replace_group(provisioning: Provisioning, request: Request) -> Response:
-    row = await _existing(provisioning, resource_id(request))
-    check_version(request, row.version)
-    return await _update(provisioning, row, _Group(await read_json(request)))
-
-
-async def patch_group(provisioning: Provisioning, request: Request) -> Response:
-    row = await _existing(provisioning, resource_id(request))
-    check_version(request, row.version)
-    current = group_resource(provisioning, row)
-    del current["meta"]
-    patched = apply_patch(current, await read_json(request), extension_schemas=frozenset())
-    return await _update(provisioning, row, _Group(patched))
+    return await GROUPS.response(provisioning, group_id, 201)
 
 
 async def delete_group(provisioning: Provisioning, request: Request) -> Response:
-    row = await _existing(provisioning, resource_id(request))
-    check_version(request, row.version)
+    row = await GROUPS.to_change(provisioning, request)
     await provisioning.record(
         f"scim-group:{row.id}", before={"display_name": row.display_name}, after={"deleted": True}
     )
@@ -129,7 +94,7 @@ async def _update(provisioning: Provisioning, row: ScimGroupRow, group: _Group) 
             raise _taken() from None
         # A renamed group maps to other roles for everyone in it; otherwise only those who came or went change.
         await provisioning.refresh_roles(old | group.members if renamed else old ^ group.members)
-    return resource_response(group_resource(provisioning, await _existing(provisioning, row.id)))
+    return await GROUPS.response(provisioning, row.id)
 
 
 async def _check_members(provisioning: Provisioning, group: _Group) -> None:
@@ -138,12 +103,16 @@ async def _check_members(provisioning: Provisioning, group: _Group) -> None:
         raise invalid("a member is not a user provisioned in this tenant")
 
 
-async def _existing(provisioning: Provisioning, group_id: str) -> ScimGroupRow:
-    row = await provisioning.store.group(group_id)
-    if row is None:
-        raise ScimError(404, "no such group")
-    return row
-
-
 def _taken() -> ScimError:
     return ScimError(409, "a group of that displayName already exists", UNIQUENESS)
+
+
+GROUPS: ResourceKind[ScimGroupRow, _Group] = ResourceKind(
+    rows=lambda provisioning: provisioning.store.groups(),
+    find=lambda provisioning, group_id: provisioning.store.group(group_id),
+    missing="no such group",
+    represent=group_resource,
+    state=_Group,
+    update=_update,
+    extension_schemas=frozenset(),
+)

@@ -4,20 +4,80 @@ projection, and versions (ETags)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from chamberlain.scim.errors import INVALID_SYNTAX, INVALID_VALUE, ScimError, invalid, scim_response
 from chamberlain.scim.filters import lookup, matches, parse_filter
+from chamberlain.scim.patch import apply_patch
 from chamberlain.scim.schema import MAX_RESULTS, list_response
+from chamberlain.scim.service import Provisioning
 
 MAX_BODY = 256 * 1024  # bytes; a user or a group is a few hundred
 MAX_DEPTH = 16  # levels of JSON nesting: a PatchOp holding an enterprise user's manager is 5
 ALWAYS_RETURNED = frozenset({"id", "schemas"})  # RFC 7643 §7 "returned": "always"
+
+
+class _Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+Row = TypeVar("Row", bound=_Versioned)
+Stated = TypeVar("Stated")
+
+
+@dataclass(frozen=True)
+class ResourceKind(Generic[Row, Stated]):
+    """What /Users and /Groups do alike (RFC 7644 §3.4.1, §3.4.2, §3.5.1, §3.5.2): list, read, replace and patch;
+    each kind says how it is stored, shown, stated by a request and updated."""
+
+    rows: Callable[[Provisioning], Awaitable[list[Row]]]
+    find: Callable[[Provisioning, str], Awaitable[Row | None]]
+    missing: str  # the 404's detail
+    represent: Callable[[Provisioning, Row], dict[str, Any]]
+    state: Callable[[Any], Stated]  # validates a request's resource
+    update: Callable[[Provisioning, Row, Stated], Awaitable[Response]]
+    extension_schemas: frozenset[str]
+
+    async def existing(self, provisioning: Provisioning, resource_id: str) -> Row:
+        row = await self.find(provisioning, resource_id)
+        if row is None:
+            raise ScimError(404, self.missing)
+        return row
+
+    async def to_change(self, provisioning: Provisioning, request: Request) -> Row:
+        """The stored resource the request names, when it is the version If-Match asks for."""
+        row = await self.existing(provisioning, resource_id(request))
+        check_version(request, row.version)
+        return row
+
+    async def response(self, provisioning: Provisioning, resource_id: str, status: int = 200) -> Response:
+        """The resource as now stored, after a change."""
+        return resource_response(self.represent(provisioning, await self.existing(provisioning, resource_id)), status)
+
+    async def list_all(self, provisioning: Provisioning, request: Request) -> Response:
+        rows = await self.rows(provisioning)
+        return listing(request, [self.represent(provisioning, row) for row in rows])
+
+    async def get(self, provisioning: Provisioning, request: Request) -> Response:
+        return single(request, self.represent(provisioning, await self.existing(provisioning, resource_id(request))))
+
+    async def replace(self, provisioning: Provisioning, request: Request) -> Response:
+        row = await self.to_change(provisioning, request)
+        return await self.update(provisioning, row, self.state(await read_json(request)))
+
+    async def patch(self, provisioning: Provisioning, request: Request) -> Response:
+        """§3.5.2: the operations apply to the resource as it is, without its read-only meta."""
+        row = await self.to_change(provisioning, request)
+        current = {key: value for key, value in self.represent(provisioning, row).items() if key != "meta"}
+        patched = apply_patch(current, await read_json(request), extension_schemas=self.extension_schemas)
+        return await self.update(provisioning, row, self.state(patched))
 
 
 async def read_json(request: Request) -> Any:

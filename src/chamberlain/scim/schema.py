@@ -75,11 +75,15 @@ def _attribute(name: str, kind: str = "string", **options: Any) -> dict[str, Any
     }
 
 
+def _identifying(name: str) -> list[dict[str, Any]]:
+    """The attribute that names a resource, unique in the tenant, and the client's own id for it (RFC 7643 §3.1)."""
+    return [_attribute(name, required=True, uniqueness="server"), _attribute("externalId", caseExact=True)]
+
+
 def schemas(base: str) -> list[dict[str, Any]]:
     """RFC 7643 §7: the attributes kept and given meaning here; others a client sends are kept as sent."""
     user = [
-        _attribute("userName", required=True, uniqueness="server"),
-        _attribute("externalId", caseExact=True),
+        *_identifying("userName"),
         _attribute(
             "name",
             "complex",
@@ -95,8 +99,7 @@ def schemas(base: str) -> list[dict[str, Any]]:
         ),
     ]
     group = [
-        _attribute("displayName", required=True, uniqueness="server"),
-        _attribute("externalId", caseExact=True),
+        *_identifying("displayName"),
         _attribute(
             "members",
             "complex",

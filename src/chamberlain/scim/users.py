@@ -13,17 +13,7 @@ from starlette.responses import Response
 
 from chamberlain.scim.errors import INVALID_VALUE, UNIQUENESS, ScimError, invalid
 from chamberlain.scim.filters import CORE_USER, lookup
-from chamberlain.scim.patch import apply_patch
-from chamberlain.scim.resources import (
-    check_version,
-    listing,
-    meta,
-    read_json,
-    resource_id,
-    resource_response,
-    single,
-    text_attribute,
-)
+from chamberlain.scim.resources import ResourceKind, meta, read_json, text_attribute
 from chamberlain.scim.schema import ENTERPRISE_USER, EXTENSION_SCHEMAS
 from chamberlain.scim.service import Provisioning
 from chamberlain.store.errors import AlreadyExists
@@ -77,11 +67,6 @@ def user_resource(provisioning: Provisioning, row: ScimUserRow) -> dict[str, Any
     return resource
 
 
-async def list_users(provisioning: Provisioning, request: Request) -> Response:
-    rows = await provisioning.store.users()
-    return listing(request, [user_resource(provisioning, row) for row in rows])
-
-
 async def create_user(provisioning: Provisioning, request: Request) -> Response:
     user = _User(await read_json(request))
     tenant = provisioning.tenant
@@ -98,33 +83,12 @@ async def create_user(provisioning: Provisioning, request: Request) -> Response:
         )
     except AlreadyExists:
         raise _taken() from None
-    return resource_response(user_resource(provisioning, await _existing(provisioning, user_id)), 201)
-
-
-async def get_user(provisioning: Provisioning, request: Request) -> Response:
-    return single(request, user_resource(provisioning, await _existing(provisioning, resource_id(request))))
-
-
-async def replace_user(provisioning: Provisioning, request: Request) -> Response:
-    """PUT (RFC 7644 §3.5.1): the attributes become those sent; an omitted `active` leaves it as it was."""
-    row = await _existing(provisioning, resource_id(request))
-    check_version(request, row.version)
-    return await _update(provisioning, row, _User(await read_json(request)))
-
-
-async def patch_user(provisioning: Provisioning, request: Request) -> Response:
-    row = await _existing(provisioning, resource_id(request))
-    check_version(request, row.version)
-    current = user_resource(provisioning, row)
-    del current["meta"]
-    patched = apply_patch(current, await read_json(request), extension_schemas=EXTENSION_SCHEMAS)
-    return await _update(provisioning, row, _User(patched))
+    return await USERS.response(provisioning, user_id, 201)
 
 
 async def delete_user(provisioning: Provisioning, request: Request) -> Response:
     """RFC 7644 §3.6: the user is gone; every way they were signed in ends first."""
-    row = await _existing(provisioning, resource_id(request))
-    check_version(request, row.version)
+    row = await USERS.to_change(provisioning, request)
     await provisioning.record(f"user:{row.user_id}", before={"active": not row.disabled}, after={"deleted": True})
     await provisioning.deprovision(row.user_id, "scim_deleted")
     await provisioning.tenant.users.remove(row.user_id)
@@ -132,6 +96,7 @@ async def delete_user(provisioning: Provisioning, request: Request) -> Response:
 
 
 async def _update(provisioning: Provisioning, row: ScimUserRow, user: _User) -> Response:
+    """PUT (RFC 7644 §3.5.1) and PATCH: the attributes become those stated; an omitted `active` leaves it as it was."""
     active = (not row.disabled) if user.active is None else user.active
     before: dict[str, object] = {}
     after: dict[str, object] = {}
@@ -153,15 +118,19 @@ async def _update(provisioning: Provisioning, row: ScimUserRow, user: _User) -> 
             await provisioning.deprovision(row.user_id, "scim_deactivated")
         elif after.get("active") is True:
             await provisioning.tenant.users.update_account(row.user_id, disabled=False)
-    return resource_response(user_resource(provisioning, await _existing(provisioning, row.user_id)))
-
-
-async def _existing(provisioning: Provisioning, user_id: str) -> ScimUserRow:
-    row = await provisioning.store.user(user_id)
-    if row is None:
-        raise ScimError(404, "no such user")
-    return row
+    return await USERS.response(provisioning, row.user_id)
 
 
 def _taken() -> ScimError:
     return ScimError(409, "a user of that userName already exists", UNIQUENESS)
+
+
+USERS: ResourceKind[ScimUserRow, _User] = ResourceKind(
+    rows=lambda provisioning: provisioning.store.users(),
+    find=lambda provisioning, user_id: provisioning.store.user(user_id),
+    missing="no such user",
+    represent=user_resource,
+    state=_User,
+    update=_update,
+    extension_schemas=EXTENSION_SCHEMAS,
+)

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from chamberlain.net.hosts import is_loopback_host
+from chamberlain.net.hosts import check_off_machine_url
 
 
 def _https_url(url: str) -> str:
     # An IdP's answers decide who signs in: never fetched in the clear off this machine.
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password:
-        raise ValueError("must be an absolute http(s) URL without user information")
-    if parts.fragment:
-        raise ValueError("must not have a fragment")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError("must use https (plain http is allowed only on loopback)")
-    return url
+    return check_off_machine_url(url)
 
 
 def _domain(value: str) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from chamberlain.store.database import Connection, Database
 from chamberlain.store.errors import AlreadyExists
 from chamberlain.store.schema import scim_group_members, scim_groups, scim_tokens, scim_users, users
+from chamberlain.store.users import UserRepository
 
 
 @dataclass(frozen=True)
@@ -84,22 +85,17 @@ class ScimRepository:
     ) -> str:
         """Creates the account (no local password: the person signs in through the IdP) and its SCIM attributes in
         one transaction; AlreadyExists when the tenant has a user of that name."""
-        user_id = str(uuid.uuid4())
         now = time.time()
         try:
             async with self._database.begin() as connection:
-                await connection.execute(
-                    users.insert().values(
-                        id=user_id,
-                        tenant_id=self._tenant_id,
-                        username=username,
-                        password_hash=None,
-                        roles=list(roles),
-                        failed_logins=0,
-                        must_change_password=False,
-                        disabled=disabled,
-                        created_at=now,
-                    )
+                user_id = await UserRepository(self._database, self._tenant_id).insert(
+                    connection,
+                    username,
+                    None,
+                    roles,
+                    must_change_password=False,
+                    disabled=disabled,
+                    created_at=now,
                 )
                 await connection.execute(
                     scim_users.insert().values(

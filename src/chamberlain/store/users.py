@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, RowMapping, case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from chamberlain.store.database import Database
+from chamberlain.store.database import Connection, Database
 from chamberlain.store.errors import AlreadyExists
 from chamberlain.store.schema import grants, users
 
@@ -44,27 +44,51 @@ class UserRepository:
         *,
         must_change_password: bool = False,
     ) -> User:
-        user_id = str(uuid.uuid4())
         try:
             async with self._database.begin() as connection:
-                await connection.execute(
-                    users.insert().values(
-                        id=user_id,
-                        tenant_id=self._tenant_id,
-                        username=username,
-                        password_hash=password_hash,
-                        roles=list(roles),
-                        failed_logins=0,
-                        must_change_password=must_change_password,
-                        disabled=False,
-                        created_at=time.time(),
-                    )
+                user_id = await self.insert(
+                    connection,
+                    username,
+                    password_hash,
+                    roles,
+                    must_change_password=must_change_password,
+                    disabled=False,
+                    created_at=time.time(),
                 )
         except IntegrityError:
             raise AlreadyExists(f"a user named {username!r} already exists") from None
         found = await self.get(user_id)
         assert found is not None
         return found
+
+    async def insert(
+        self,
+        connection: Connection,
+        username: str,
+        password_hash: str | None,
+        roles: tuple[str, ...],
+        *,
+        must_change_password: bool,
+        disabled: bool,
+        created_at: float,
+    ) -> str:
+        """Inserts the account within the caller's transaction (which sees IntegrityError for a taken name) and
+        returns its new id."""
+        user_id = str(uuid.uuid4())
+        await connection.execute(
+            users.insert().values(
+                id=user_id,
+                tenant_id=self._tenant_id,
+                username=username,
+                password_hash=password_hash,
+                roles=list(roles),
+                failed_logins=0,
+                must_change_password=must_change_password,
+                disabled=disabled,
+                created_at=created_at,
+            )
+        )
+        return user_id
 
     async def get(self, user_id: str) -> User | None:
         return await self._one(users.c.id == user_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Self
-from urllib.parse import urlsplit
 
 from limits import parse as parse_rate_limit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -18,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from chamberlain.cost.budgets import BudgetRule
 from chamberlain.dlp.config import DlpConfig
 from chamberlain.gateway.server_config import VaultReference
-from chamberlain.net.hosts import is_loopback_host
+from chamberlain.net.hosts import check_off_machine_url
 from chamberlain.policy.roles import RolesDocument
 from chamberlain.sso.config import SsoConfig
 
@@ -78,14 +77,7 @@ class RateLimits(_Section):
 
 def _upstream_url(url: str) -> str:
     # The upstream gets the tenant's API key in a header: never in the clear off this machine.
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password:
-        raise ValueError("must be an absolute http(s) URL without user information")
-    if parts.query or parts.fragment:
-        raise ValueError("must not have a query or a fragment")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError("must use https (plain http is allowed only on loopback)")
-    return url.rstrip("/")
+    return check_off_machine_url(url, query=False).rstrip("/")
 
 
 ModelId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/\-]*$")]

@@ -18,7 +18,7 @@ from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
 from chamberlain.web.pages import message_page, render
 from chamberlain.web.signed_in import authorization_of, signed_in
-from chamberlain.web.sso import refused_page, signed_in_through
+from chamberlain.web.sso import audit_sign_in, refused_page, signed_in_through
 
 PASSWORD_PURPOSE = "password-change"
 
@@ -83,16 +83,7 @@ def _captured_domain(
 ) -> Response:
     """A captured domain's people sign in through its provider only: a local password is refused, even a right one
     (an account left with a password from before the capture must not become a way around the IdP's policies)."""
-    emit.sign_in(
-        app.audit.log,
-        request,
-        app.id,
-        user_id=None,
-        username_hash=emit.keyed_hash(app.audit_hash_key, username),
-        outcome="failure",
-        reason="domain_captured",
-        provider=provider,
-    )
+    audit_sign_in(app, request, "local", provider, None, username, "domain_captured")
     domain = username.rpartition("@")[2].lower()
     return login_page(
         app,
@@ -125,17 +116,7 @@ async def _directory_sign_in(
     except SignInRefused as refused:
         if refused.reason != "ldap_invalid_credentials":
             return refused_page(app, request, name, "ldap", refused, username=username)
-        emit.sign_in(
-            app.audit.log,
-            request,
-            app.id,
-            user_id=None,
-            username_hash=emit.keyed_hash(app.audit_hash_key, username),
-            outcome="failure",
-            reason=refused.reason,
-            method="ldap",
-            provider=name,
-        )
+        audit_sign_in(app, request, "ldap", name, None, username, refused.reason)
         error = _MESSAGES[LoginOutcome.INVALID]
         return login_page(app, request, authorization, error=error, username=username, status_code=401)
     return await signed_in_through(app, request, identity, fields.get("return_to", ""), method="ldap")

@@ -84,9 +84,7 @@ async def discover(request: Request) -> Response:
 
 async def start(request: Request) -> Response:
     """GET {issuer}/sso/{name}/start: begins a sign-in at the named provider."""
-    app = tenant_of(request)
-    name = str(request.path_params["name"])
-    provider = app.config.sso.providers.get(name)
+    app, name, provider = _named_provider(request)
     if provider is None or isinstance(provider, LdapProviderConfig):
         return _no_such_provider()
     return_to = request.query_params.get("return_to", "")[:4096]
@@ -127,9 +125,7 @@ async def begin(
 
 async def oidc_callback(request: Request) -> Response:
     """GET {issuer}/sso/{name}/callback: the authorization response of an OIDC provider."""
-    app = tenant_of(request)
-    name = str(request.path_params["name"])
-    provider = app.config.sso.providers.get(name)
+    app, name, provider = _named_provider(request)
     if not isinstance(provider, OidcProviderConfig):
         return _no_such_provider()
     pairs = parse_qsl(request.url.query, keep_blank_values=True)
@@ -157,9 +153,7 @@ async def oidc_callback(request: Request) -> Response:
 
 async def saml_acs(request: Request) -> Response:
     """POST {issuer}/sso/{name}/acs: the SAML response of a SAML provider (HTTP-POST binding)."""
-    app = tenant_of(request)
-    name = str(request.path_params["name"])
-    provider = app.config.sso.providers.get(name)
+    app, name, provider = _named_provider(request)
     if not isinstance(provider, SamlProviderConfig):
         return _no_such_provider()
     fields = await _form(request)
@@ -183,12 +177,13 @@ async def saml_acs(request: Request) -> Response:
 
 async def saml_metadata(request: Request) -> Response:
     """GET {issuer}/sso/{name}/metadata: what the IdP's administrator imports (SAML Metadata §2.4.4)."""
-    app = tenant_of(request)
-    name = str(request.path_params["name"])
-    provider = app.config.sso.providers.get(name)
+    app, name, provider = _named_provider(request)
     if not isinstance(provider, SamlProviderConfig):
         return _no_such_provider()
-    service_provider = await app.shared.sso.service_provider(app, name, provider)
+    try:
+        service_provider = await app.shared.sso.service_provider(app, name, provider)
+    except SignInRefused as refused:  # the SP's key cannot be read or made (the vault): a page, never a 500
+        return refused_page(app, request, name, "saml", refused)
     return Response(service_provider.metadata(), media_type="application/samlmetadata+xml")
 
 
@@ -228,7 +223,7 @@ async def signed_in_through(
         return _step_up_page(app, request, user, identity.provider, return_to)
     if AUTHN_CACHE in identity.authn_context:
         method = "ldap-cache"  # the directory was down: vouched for by what it said within the cache TTL
-    _audit(app, request, method, identity.provider, user.id, identity.email or identity.subject, None)
+    audit_sign_in(app, request, method, identity.provider, user.id, identity.email or identity.subject, None)
     return _ended(app, await continue_signed_in(app, request, user, return_to, mfa=identity.mfa))
 
 
@@ -273,9 +268,9 @@ async def submit_step_up(request: Request) -> Response:
         await app.users.record_failed_login(
             user.id, max_attempts=settings.max_failed_attempts, lockout_seconds=settings.lockout_seconds
         )
-        _audit(app, request, "totp", pending.provider, user.id, user.username, "totp_invalid")
+        audit_sign_in(app, request, "totp", pending.provider, user.id, user.username, "totp_invalid")
         return _step_up_page(app, request, user, pending.provider, pending.return_to, error="That code is not right.")
-    _audit(app, request, "totp", pending.provider, user.id, user.username, None)
+    audit_sign_in(app, request, "totp", pending.provider, user.id, user.username, None)
     return _ended(app, await continue_signed_in(app, request, user, pending.return_to, mfa=True))
 
 
@@ -296,14 +291,15 @@ def refused_page(
     """The page saying why a sign-in through `provider` was refused, and its audit event."""
     logger.info("sso: sign-in through %s refused in tenant %s: %s", provider, app.id, refused.reason)
     name = (identity.email or identity.subject) if identity is not None else username
-    _audit(app, request, method, provider, user.id if user else None, name, refused.reason)
+    audit_sign_in(app, request, method, provider, user.id if user else None, name, refused.reason)
     heading = "Identity provider unavailable" if refused.status_code == 502 else "Sign-in refused"
     return message_page(heading, refused.message, status_code=refused.status_code)
 
 
-def _audit(
+def audit_sign_in(
     app: Tenant, request: Request, method: str, provider: str, user_id: str | None, name: str, reason: str | None
 ) -> None:
+    """An `auth.sign_in` event through a provider (`auth.mfa` for a step-up); `name` is kept only as a keyed hash."""
     emit.sign_in(
         app.audit.log,
         request,
@@ -321,6 +317,13 @@ def _ended(app: Tenant, response: Response) -> Response:
     """However an answer ended, the sign-in it answered is over."""
     forget(app, response)
     return response
+
+
+def _named_provider(request: Request) -> tuple[Tenant, str, ProviderConfig | None]:
+    """The request's tenant, the provider name in its path, and that provider's configuration (None: no such one)."""
+    app = tenant_of(request)
+    name = str(request.path_params["name"])
+    return app, name, app.config.sso.providers.get(name)
 
 
 def _no_such_provider() -> Response:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
+from chamberlain.gateway.server_config import VaultReference
 from chamberlain.net.hosts import is_loopback_host
 from chamberlain.sso.common_config import ProviderBase
 
@@ -40,7 +41,7 @@ class LdapProviderConfig(ProviderBase):
     kind: Literal["ldap"] = "ldap"
     url: str = Field(min_length=1, max_length=2000)  # ldap://host:port (with start_tls) or ldaps://host:port
     bind_dn: str = Field(min_length=1, max_length=1000)
-    bind_password: str  # a vault reference "SOURCE/NAME" in this tenant, bound to the vault upstream "sso"
+    bind_password: VaultReference  # "SOURCE/NAME" in this tenant's vault, bound to the vault upstream "sso"
     user_base: str = Field(min_length=1, max_length=1000)
     group_base: str = Field(min_length=1, max_length=1000)
     # The StartTLS extended operation (RFC 4511 §4.14) on an ldap:// URL, before anything is sent.

@@ -11,6 +11,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from chamberlain.gateway.server_config import VaultReference
 from chamberlain.sso.common_config import Domain, ProviderBase, https_url
 from chamberlain.sso.oidc.presets import ENTRA_ISSUER, GRAPH_URL, PRESETS
 
@@ -26,7 +27,7 @@ class OidcProviderConfig(ProviderBase):
     issuer: https_url
     client_id: str = Field(min_length=1, max_length=500)
     # A vault reference "SOURCE/NAME" in this tenant, bound to the vault upstream "sso"; None: a public client (PKCE).
-    client_secret: str | None = None
+    client_secret: VaultReference | None = None
     scopes: tuple[str, ...] = ("openid", "email", "profile")
     groups_claim: str = Field("groups", min_length=1, max_length=500)
     algorithms: tuple[SignatureAlgorithm, ...] = Field(("RS256", "ES256", "PS256"), min_length=1)
