@@ -206,10 +206,21 @@ def test_sessions_commands_name_a_missing_tenant(server: RunningServer) -> None:
     assert "no tenant 'no-such-tenant'" in result.output
 
 
-async def test_a_role_that_enforces_mfa_refuses_a_user_without_a_second_factor(server: RunningServer) -> None:
+@pytest.mark.parametrize(
+    ("role", "tenant_config"),
+    [
+        pytest.param({"mcp_servers": ["demo"], "mfa": "enforced"}, {}, id="role-enforces"),
+        # The role asks for nothing; the tenant's `sso.mfa` floor (chamberlain config set mfa enforced) does, and a
+        # local password sign-in obeys it as federated ones do.
+        pytest.param({"mcp_servers": ["demo"]}, {"sso": {"mfa": "enforced"}}, id="tenant-floor-enforces"),
+    ],
+)
+async def test_enforced_mfa_refuses_a_local_user_without_a_second_factor(
+    server: RunningServer, role: dict[str, object], tenant_config: dict[str, object]
+) -> None:
     tenant = random_name("strict")
-    roles = {"enterprise_roles": {"operator": {"mcp_servers": ["demo"], "mfa": "enforced"}}}
-    await add_tenant(server, tenant, users={"ops": ("operator",)}, config={"roles": roles})
+    config = {"roles": {"enterprise_roles": {"operator": role}}, **tenant_config}
+    await add_tenant(server, tenant, users={"ops": ("operator",)}, config=config)
     async with httpx.AsyncClient(base_url=f"{server.base_url}/t/{tenant}") as http:
         client_id = (await register(http))["client_id"]
     person = Person(server, tenant, Browser(server.base_url), client_id)

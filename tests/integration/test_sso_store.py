@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+from sqlalchemy import func, select
+
 from chamberlain.identity.passwords import hash_password
 from chamberlain.store.federated_identities import FederatedIdentityRepository
 from chamberlain.store.schema import directory_cache, federated_identities, seen_identifiers
-from chamberlain.store.seen_identifiers import SAML_ASSERTION, SSO_STATE, SeenIdentifiers
+from chamberlain.store.seen_identifiers import SAML_ASSERTION, SSO_STATE, SeenIdentifiers, purge_expired
 from chamberlain.store.tenants import ensure_tenant
 from chamberlain.store.users import UserRepository
 from tests.support.databases import migrated_url_fixture, opened_database, schema_differences
@@ -45,6 +47,22 @@ async def test_an_expired_claim_no_longer_blocks(url: str) -> None:
         assert await seen.claim(SAML_ASSERTION, "_short", time.time() - 1)
         assert await seen.claim(SAML_ASSERTION, "_short", time.time() + 60)  # the first had expired: cleared
         assert not await seen.claim(SAML_ASSERTION, "_short", time.time() + 60)
+
+
+async def test_the_purge_removes_expired_claims_only(url: str) -> None:
+    async with opened_database(url) as database:
+        await ensure_tenant(database, "acme")
+        seen = SeenIdentifiers(database, "acme")
+        stale, live = f"_stale-{time.time_ns()}", f"_live-{time.time_ns()}"
+        assert await seen.claim(SAML_ASSERTION, stale, time.time() - 1)
+        assert await seen.claim(SAML_ASSERTION, live, time.time() + 60)
+        assert await purge_expired(database) >= 1
+        assert not await seen.claim(SAML_ASSERTION, live, time.time() + 60)  # still refused: it had not expired
+        async with database.connect() as connection:
+            left = await connection.scalar(
+                select(func.count()).select_from(seen_identifiers).where(seen_identifiers.c.expires_at < time.time())
+            )
+        assert left == 0
 
 
 async def test_a_subject_links_to_one_account_only(url: str) -> None:

@@ -93,6 +93,13 @@ async def initialised_store(settings: Settings) -> AsyncIterator[Database]:
         await database.dispose()
 
 
+@contextlib.asynccontextmanager
+async def tenant_store(settings: Settings, tenant: str | None) -> AsyncIterator[tuple[Database, str]]:
+    """The initialised store and the id of the tenant a command acts on, which must exist."""
+    async with initialised_store(settings) as database:
+        yield database, await existing_tenant(database, settings, tenant)
+
+
 async def existing_tenant(database: Database, settings: Settings, tenant: str | None) -> str:
     """The tenant a command acts on, which must exist (the default tenant always does once initialised)."""
     tenant_id = tenant or settings.tenant

@@ -25,12 +25,11 @@ from chamberlain.cli.common import (
     Tenant,
     console,
     errors,
-    existing_tenant,
     fail,
-    initialised_store,
     record_admin_change,
     run,
     settings_from,
+    tenant_store,
 )
 from chamberlain.settings import Settings
 from chamberlain.store.database import Database
@@ -144,8 +143,7 @@ def set_setting(
         shown = f"{int(value)} minutes ({seconds} s)"
 
     async def store() -> str:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             await update_stored_config(
                 database, settings, tenant_id, what=setting.value, section=section, change=change
             )
@@ -162,8 +160,7 @@ def show(tenant: Tenant = None, data_dir: DataDir = None, config: ConfigFile = N
     settings = settings_from(data_dir, config)
 
     async def effective() -> tuple[str, TenantConfig]:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             return tenant_id, await load_effective_config(database, settings, tenant_id)
 
     tenant_id, current = run(effective())

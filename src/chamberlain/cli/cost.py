@@ -26,11 +26,10 @@ from chamberlain.cli.common import (
     DataDir,
     Tenant,
     console,
-    existing_tenant,
-    initialised_store,
     reported_errors,
     run,
     settings_from,
+    tenant_store,
 )
 from chamberlain.cost.pricing import Pricing
 from chamberlain.cost.reports import (
@@ -78,8 +77,7 @@ class _Opened:
 
 @contextlib.asynccontextmanager
 async def _opened(settings: Settings, tenant: str | None) -> AsyncIterator[_Opened]:
-    async with initialised_store(settings) as database:
-        tenant_id = await existing_tenant(database, settings, tenant)
+    async with tenant_store(settings, tenant) as (database, tenant_id):
         config = await load_effective_config(database, settings, tenant_id)
         pricing = Pricing.load(config.llm.pricing_file)
         yield _Opened(UsageRepository(database, tenant_id), pricing, tenant_id, UserRepository(database, tenant_id))

@@ -25,11 +25,10 @@ from chamberlain.cli.common import (
     Tenant,
     console,
     errors,
-    existing_tenant,
     fail,
-    initialised_store,
     run,
     settings_from,
+    tenant_store,
 )
 from chamberlain.cli.group import Commands
 from chamberlain.crypto.master_key import load_master_key
@@ -47,8 +46,7 @@ Input = Annotated[str, typer.Argument(help="A file to read, or - for standard in
 
 def _engine(settings: Settings, tenant: str | None) -> DlpEngine:
     async def build() -> DlpEngine:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             config = await load_effective_config(database, settings, tenant_id)
         key = load_master_key(settings.data_dir).derive(f"dlp-redaction:{tenant_id}")
         engine = DlpEngine(config.dlp, settings.audit.classification_rules, key)

@@ -19,12 +19,11 @@ from chamberlain.cli.common import (
     DataDir,
     Tenant,
     console,
-    existing_tenant,
     fail,
-    initialised_store,
     record_admin_change,
     run,
     settings_from,
+    tenant_store,
 )
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.llm.virtual_keys import KeyDigester, new_virtual_key
@@ -55,8 +54,7 @@ def create(
     expires_at = time.time() + expires_in_days * DAY if expires_in_days is not None else None
 
     async def add() -> VirtualKeyRow:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             user = await UserRepository(database, tenant_id).get_by_username(username)
             if user is None:
                 fail(f"no user {username!r} in tenant {tenant_id!r}")
@@ -83,8 +81,7 @@ def list_keys(
     settings = settings_from(data_dir, config)
 
     async def fetch() -> tuple[list[VirtualKeyRow], dict[str, str]]:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             users = UserRepository(database, tenant_id)
             names = {user.id: user.username for user in await users.list()}
             user_id = None
@@ -121,8 +118,7 @@ def revoke(
     settings = settings_from(data_dir, config)
 
     async def revoke_key() -> bool:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             repository = VirtualKeyRepository(database, tenant_id)
             if not any(row.id == key_id and row.revoked_at is None for row in await repository.list()):
                 return False

@@ -11,11 +11,10 @@ from chamberlain.cli.common import (
     DataDir,
     Tenant,
     console,
-    existing_tenant,
-    initialised_store,
     record_admin_change,
     run,
     settings_from,
+    tenant_store,
 )
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.scim.app import SCIM_PATH
@@ -36,8 +35,7 @@ def token(tenant: Tenant = None, data_dir: DataDir = None, config: ConfigFile = 
     settings = settings_from(data_dir, config)
 
     async def create() -> tuple[str, str]:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             await record_admin_change(
                 database, settings, target="scim-token", after={"rotated": True}, tenant=tenant_id
             )

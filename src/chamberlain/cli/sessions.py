@@ -13,12 +13,11 @@ from chamberlain.cli.common import (
     DataDir,
     Tenant,
     console,
-    existing_tenant,
     fail,
-    initialised_store,
     record_admin_change,
     run,
     settings_from,
+    tenant_store,
 )
 from chamberlain.sessions.revocation import UserRevocation, revoke_user
 from chamberlain.store.browser_sessions import BrowserSessionRepository
@@ -40,8 +39,7 @@ def list_sessions(
     settings = settings_from(data_dir, config)
 
     async def fetch() -> list[tuple[str, ...]]:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             users = UserRepository(database, tenant_id)
             names = {account.id: account.username for account in await users.list()}
             user_id = None
@@ -80,8 +78,7 @@ def revoke(
     settings = settings_from(data_dir, config)
 
     async def revoke_everything() -> UserRevocation:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             users = UserRepository(database, tenant_id)
             found = await users.get_by_username(user)
             if found is None:
@@ -121,8 +118,7 @@ def revoke_all(
         fail("nothing was revoked")
 
     async def end_all() -> int:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             await record_admin_change(
                 database, settings, target=f"tenant:{tenant_id}", after={"revoked": "all sessions"}, tenant=tenant_id
             )

@@ -14,14 +14,13 @@ from chamberlain.cli.common import (
     DataDir,
     Tenant,
     console,
-    existing_tenant,
     fail,
-    initialised_store,
     read_secret_from_stdin,
     record_admin_change,
     refuse_over_quota,
     run,
     settings_from,
+    tenant_store,
 )
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.identity.passwords import PasswordPolicyError, hash_password
@@ -54,8 +53,7 @@ def add(
         fail(str(problem))
 
     async def add_user() -> None:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             await refuse_over_quota(database, settings, tenant_id, "users")
             # A user name is personal data: the record names the new account by a keyed hash of it, never in clear.
             hashed = keyed_hash(keyed_hash_key(load_master_key(settings.data_dir)), name)[:16]
@@ -74,8 +72,7 @@ def list_users(tenant: Tenant = None, data_dir: DataDir = None, config: ConfigFi
     settings = settings_from(data_dir, config)
 
     async def fetch() -> list[tuple[str, str, str, str]]:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             return [
                 (
                     user.username,
@@ -113,8 +110,7 @@ def totp(
     seed = new_totp_seed()
 
     async def update() -> bool:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             users = UserRepository(database, tenant_id)
             user = await users.get_by_username(name)
             if user is None:

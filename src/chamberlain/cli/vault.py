@@ -32,13 +32,13 @@ from chamberlain.cli.common import (
     Tenant,
     console,
     errors,
-    existing_tenant,
     fail,
     initialised_store,
     read_secret_from_stdin,
     record_admin_change,
     run,
     settings_from,
+    tenant_store,
 )
 from chamberlain.crypto.master_key import load_master_key
 from chamberlain.settings import Settings
@@ -92,8 +92,7 @@ class OpenedVault:
 @contextlib.asynccontextmanager
 async def opened_vault(settings: Settings, tenant: str | None) -> AsyncIterator[OpenedVault]:
     """The store, the tenant (which must exist) and a Vault whose reads go to a running audit log."""
-    async with initialised_store(settings) as database:
-        tenant_id = await existing_tenant(database, settings, tenant)
+    async with tenant_store(settings, tenant) as (database, tenant_id):
         master_key = load_master_key(settings.data_dir)
         configured = vault_settings(settings)
         # The same place the gateway reads: the envelope store, or OpenBao when `vault.openbao` is set.
@@ -634,8 +633,7 @@ def audit(
         return
 
     async def events() -> list[Mapping[str, Any]]:
-        async with initialised_store(settings) as database:
-            tenant_id = await existing_tenant(database, settings, tenant)
+        async with tenant_store(settings, tenant) as (database, tenant_id):
             found = await read_events(
                 database,
                 tenant_id,

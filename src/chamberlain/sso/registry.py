@@ -4,6 +4,7 @@ survive between sign-ins."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 from chamberlain.gateway.server_config import split_vault_reference
@@ -44,6 +45,7 @@ class ProviderRegistry:
     def __init__(self, keys: IssuerKeys) -> None:
         self.keys = keys
         self._built: dict[tuple[str, str], tuple[ProviderConfig, object]] = {}
+        self._closing: set[asyncio.Future[None]] = set()  # replaced directories' pools, unbinding on a worker thread
 
     def relying_party(self, app: Tenant, name: str, config: OidcProviderConfig) -> OidcRelyingParty:
         return self._cached(app, name, config, OidcRelyingParty) or self._keep(
@@ -65,12 +67,13 @@ class ProviderRegistry:
             app, name, config, Directory(name, config, DirectoryCache(app.database, app.id))
         )
 
-    def close(self) -> None:
-        """Closes the directories' pooled connections (at shutdown)."""
-        for _, built in self._built.values():
-            if isinstance(built, Directory):
-                built.close()
+    async def aclose(self) -> None:
+        """Closes the directories' pooled connections (at shutdown), off the event loop: unbinding blocks."""
+        directories = [built for _, built in self._built.values() if isinstance(built, Directory)]
         self._built.clear()
+        for directory in directories:
+            await asyncio.to_thread(directory.close)
+        await asyncio.gather(*self._closing)
 
     def _cached(self, app: Tenant, name: str, config: ProviderConfig, kind: type[Built]) -> Built | None:
         found = self._built.get((app.id, name))
@@ -81,7 +84,11 @@ class ProviderRegistry:
     def _keep(self, app: Tenant, name: str, config: ProviderConfig, built: Built) -> Built:
         replaced = self._built.get((app.id, name))
         if replaced is not None and isinstance(replaced[1], Directory):
-            replaced[1].close()  # a changed directory configuration: the old pool's connections are not reused
+            # A changed directory configuration: the old pool's connections are not reused. Unbinding blocks, so
+            # it happens on a worker thread rather than on the sign-in that noticed the change.
+            closing = asyncio.get_running_loop().run_in_executor(None, replaced[1].close)
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         self._built[(app.id, name)] = (config, built)
         return built
 

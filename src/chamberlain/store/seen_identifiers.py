@@ -31,8 +31,16 @@ class SeenIdentifiers:
         now = time.time()
         try:
             async with self._database.begin() as connection:
-                # An expired claim of the same digest no longer protects anything; clearing it keeps the table small.
-                await connection.execute(delete(seen_identifiers).where(seen_identifiers.c.expires_at < now))
+                # An expired claim of the same identifier no longer protects anything. Other expired rows are left
+                # to purge_expired (the state refresher), off the sign-in path.
+                await connection.execute(
+                    delete(seen_identifiers).where(
+                        seen_identifiers.c.tenant_id == self._tenant_id,
+                        seen_identifiers.c.kind == kind,
+                        seen_identifiers.c.digest == digest,
+                        seen_identifiers.c.expires_at < now,
+                    )
+                )
                 await connection.execute(
                     seen_identifiers.insert().values(
                         tenant_id=self._tenant_id, kind=kind, digest=digest, expires_at=max(expires_at, now)
@@ -41,3 +49,10 @@ class SeenIdentifiers:
         except IntegrityError:
             return False
         return True
+
+
+async def purge_expired(database: Database) -> int:
+    """Deletes every tenant's expired claims; returns how many."""
+    async with database.begin() as connection:
+        result = await connection.execute(delete(seen_identifiers).where(seen_identifiers.c.expires_at < time.time()))
+    return result.rowcount or 0

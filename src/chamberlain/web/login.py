@@ -12,6 +12,7 @@ from chamberlain.oauth.authorize import LOGIN_PURPOSE, AuthorizationRequest, log
 from chamberlain.sessions.browser import user_has_mfa
 from chamberlain.sso.identity import SignInRefused
 from chamberlain.sso.ldap.config import LdapProviderConfig
+from chamberlain.sso.mfa import required_level
 from chamberlain.sso.registry import provider_secret
 from chamberlain.store.users import User
 from chamberlain.tenancy.routing import tenant_of
@@ -123,15 +124,16 @@ async def _directory_sign_in(
 
 
 def _missing_second_factor(app: Tenant, result: LoginResult) -> str | None:
-    """A role with `mfa: enforced` admits only users with a second factor: Chamberlain enforces it itself."""
+    """`mfa: enforced` (the tenant's `sso.mfa` floor or a role's) admits only users with a second factor: Chamberlain
+    enforces it itself, by the same rule as for federated sign-ins (sso/mfa.py)."""
     user = result.user
     if result.outcome is not LoginOutcome.OK or user is None or user_has_mfa(user):
         return None
-    if app.policy.profile(user.roles).mfa != "enforced":
+    if required_level(app, user.roles) != "enforced":
         return None
     return (
-        "Your role requires a second factor, and your account has none yet. Ask an administrator to enrol you "
-        "(chamberlain users totp NAME), then sign in again."
+        "Your role or organisation requires a second factor, and your account has none yet. Ask an administrator to "
+        "enrol you (chamberlain users totp NAME), then sign in again."
     )
 
 
