@@ -28,7 +28,7 @@ from chamberlain.policy.roles import DEFAULT_ROLES, RolesDocument
 from chamberlain.sso.config import SsoConfig
 from chamberlain.store.servers import check_server_name
 from chamberlain.tenancy.config import LlmConfig, TenantConfig, TenantId
-from chamberlain.transport.settings import UnixSocketSettings
+from chamberlain.transport.settings import TlsSettings, UnixSocketSettings
 from chamberlain.vault.settings import DEFAULT_KEK_VARIABLE, VaultSettings
 
 ENV_PREFIX = "CHAMBERLAIN_"
@@ -108,6 +108,8 @@ class Settings(_Section):
     vault: VaultSettings = VaultSettings()
     # `chamberlain serve` on a Unix socket instead of TCP, and who may connect to it (transport/).
     uds: UnixSocketSettings = Field(default_factory=UnixSocketSettings)
+    # HTTPS for `chamberlain serve`, client certificates (mTLS, RFC 8705), reloaded on change (transport/tls.py).
+    tls: TlsSettings = Field(default_factory=TlsSettings)
     # /metrics (observability/): off unless enabled; a bearer token from CHAMBERLAIN_METRICS__BEARER_TOKEN guards it.
     metrics: MetricsSettings = MetricsSettings()
 

@@ -34,6 +34,7 @@ from chamberlain.sessions.browser import COOKIE, SignedIn, keep_cookie, signed_i
 from chamberlain.store.users import User
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
+from chamberlain.transport.tls import client_certificate_thumbprint
 
 CSRF_HEADER = "x-csrf-token"
 CSRF_PURPOSE = "admin-api"
@@ -91,7 +92,7 @@ async def authenticate(tenant: Tenant, request: Request) -> Administrator:
     """The administrator behind the request (or an audit reader, on the audit-readable routes), or _Refusal."""
     authorization = request.headers.get("authorization")
     if authorization is not None:
-        administrator = await _by_token(tenant, authorization)
+        administrator = await _by_token(tenant, authorization, client_certificate_thumbprint(request.scope))
     else:
         administrator = await _by_session(tenant, request)
     profile = tenant.policy.profile(administrator.user.roles)
@@ -102,7 +103,7 @@ async def authenticate(tenant: Tenant, request: Request) -> Administrator:
     return administrator
 
 
-async def _by_token(tenant: Tenant, authorization: str) -> Administrator:
+async def _by_token(tenant: Tenant, authorization: str, certificate: str | None) -> Administrator:
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -113,7 +114,7 @@ async def _by_token(tenant: Tenant, authorization: str) -> Administrator:
             challenge=_challenge(tenant, "invalid_request"),
         )
     try:
-        claims = tenant.token_verifier.verify(token, audience=tenant.admin_resource)
+        claims = tenant.token_verifier.verify(token, audience=tenant.admin_resource, certificate=certificate)
     except InvalidAccessToken as invalid:
         raise _Refusal(401, invalid.reason, challenge=_challenge(tenant, "invalid_token", invalid.reason)) from None
     if claims.tenant != tenant.id:  # the issuer already says so; the claim must agree

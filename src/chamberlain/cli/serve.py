@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 
 from chamberlain.app import create_app
 from chamberlain.audit.export.sinks import SinkConfigurationError, build_sink
@@ -16,6 +17,8 @@ from chamberlain.crypto.master_key import load_master_key
 from chamberlain.net.hosts import is_loopback_host
 from chamberlain.settings import Settings
 from chamberlain.transport.peer_gate import UnixSocketServer
+from chamberlain.transport.settings import TlsSettings
+from chamberlain.transport.tls import ServerTls, TlsConfig, TlsConfigurationError
 from chamberlain.transport.unix_socket import UnixSocketError, unix_listener
 
 _UVICORN_OPTIONS: dict[str, Any] = {
@@ -42,9 +45,20 @@ def serve(
             help="Listen on this Unix socket instead of TCP, for uds.allowed_uids/gids only (default: uds.path).",
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this PEM certificate chain (tls.certificate).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="The certificate's PEM private key (tls.private_key).")
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option("--tls-client-ca", help="Require client certificates from these PEM CAs (tls.client_ca)."),
+    ] = None,
 ) -> None:
     """Run the gateway: OAuth authorization server, login pages and MCP endpoints."""
     settings = settings_from(data_dir, config, host=host, port=port, issuer=issuer)
+    settings = with_tls_options(settings, certificate=tls_cert, private_key=tls_key, client_ca=tls_client_ca)
     problem = issuer_problem(settings)
     if problem:
         fail(problem)
@@ -53,8 +67,40 @@ def serve(
     if socket_path is not None:
         _serve_unix_socket(settings, socket_path)
         return
+    if settings.tls.enabled:
+        _serve_tls(settings)
+        return
     console.print(f"Chamberlain listening on http://{settings.host}:{settings.port}  issuer {settings.public_url}")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **_UVICORN_OPTIONS)
+
+
+def with_tls_options(settings: Settings, **options: Path | None) -> Settings:
+    """The `tls:` section with the --tls-* options over it; with TLS on, the default issuer is https."""
+    given = {key: value for key, value in options.items() if value is not None}
+    tls = settings.tls
+    if given:
+        try:
+            tls = TlsSettings.model_validate({**settings.tls.model_dump(exclude_unset=True), **given})
+        except ValidationError as problem:
+            fail("; ".join(str(error["msg"]).removeprefix("Value error, ") for error in problem.errors()))
+    update: dict[str, object] = {"tls": tls}
+    if tls.enabled and not settings.issuer:
+        update["issuer"] = f"https://{settings.host}:{settings.port}"
+    return settings.model_copy(update=update)
+
+
+def _serve_tls(settings: Settings) -> None:
+    try:
+        tls = ServerTls(settings.tls)
+    except TlsConfigurationError as problem:
+        fail(str(problem))
+    mode = settings.tls.client_certificate_mode
+    console.print(
+        f"Chamberlain listening on https://{settings.host}:{settings.port} (client certificates: {mode})"
+        f"  issuer {settings.public_url}"
+    )
+    config = TlsConfig(create_app(settings), tls=tls, host=settings.host, port=settings.port, **_UVICORN_OPTIONS)
+    uvicorn.Server(config).run()
 
 
 def _serve_unix_socket(settings: Settings, path: Path) -> None:

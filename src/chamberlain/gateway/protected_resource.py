@@ -13,6 +13,7 @@ from chamberlain.oauth.access_tokens import AccessTokenClaims, ForeignIssuer, In
 from chamberlain.oauth.errors import INSUFFICIENT_SCOPE, INVALID_REQUEST, INVALID_TOKEN
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import ProtectedResource, Tenant
+from chamberlain.transport.tls import client_certificate_thumbprint
 
 METADATA_PREFIX = "/.well-known/oauth-protected-resource"
 
@@ -88,7 +89,9 @@ def authenticate(app: Tenant, resource: ProtectedResource, request: Request) -> 
     if scheme.lower() != "bearer" or not token.strip():
         return challenge(app, resource, status_code=401)
     try:
-        claims = app.token_verifier.verify(token.strip(), audience=resource.resource)
+        claims = app.token_verifier.verify(
+            token.strip(), audience=resource.resource, certificate=client_certificate_thumbprint(request.scope)
+        )
     except ForeignIssuer as foreign:
         if foreign.issuer is not None and app.shared.tenant_by_issuer(foreign.issuer) is not None:
             # A principal of another tenant: to them this server does not exist (and whether it does in this

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, fi
 
 from chamberlain.dlp.levels import LevelName
 from chamberlain.net.hosts import is_loopback_host
+from chamberlain.transport.settings import parse_spki_pin
 from chamberlain.vault.backend import check_name
 
 DEFAULT_SCOPES = ("mcp:tools",)
@@ -288,6 +290,13 @@ def per_user_secret_name(name: str, user_id: str) -> str:
     return check_name(f"{name}.{suffix}", "per-user secret name")
 
 
+class UpstreamClientCertificate(_Model):
+    """The gateway's TLS client certificate for an upstream that demands one (mutual TLS): both PEM, in the vault."""
+
+    certificate: VaultReference = Field(description="PEM certificate (then its intermediates), a vault secret")
+    private_key: VaultReference = Field(description="its unencrypted PEM private key, a vault secret")
+
+
 UpstreamCredentialConfig = Annotated[
     NoCredential | HeaderCredential | ClientCredentialsCredential | TokenExchangeCredential | RefreshTokenCredential,
     Field(discriminator="type"),
@@ -310,6 +319,13 @@ class ServerConfig(_Model):
     credential: UpstreamCredentialConfig = NoCredential()
     timeout: float = Field(30.0, gt=0, le=3600, description="seconds to wait for the upstream's answer")
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # TLS to an https upstream (gateway/http_upstream.py): a client certificate for mutual TLS, the CAs to trust
+    # instead of the public ones (a PEM file, or a vault secret), and pins of the upstream's key (SHA-256 of its
+    # SubjectPublicKeyInfo, hex or base64url), checked after the chain.
+    client_certificate: UpstreamClientCertificate | None = None
+    ca: Path | None = Field(None, description="PEM file of the CAs the upstream's certificate must chain to")
+    ca_vault: VaultReference | None = Field(None, description="the same as a vault secret")
+    pinned_spki: tuple[str, ...] = ()
 
     @field_validator("url")
     @classmethod
@@ -345,4 +361,11 @@ class ServerConfig(_Model):
             raise ValueError("give exactly one of 'url' (streamable HTTP) or 'command' (stdio)")
         if self.command is not None and not self.command:
             raise ValueError("'command' must name a program")
+        tls_options = self.client_certificate is not None or self.ca or self.ca_vault or self.pinned_spki
+        if tls_options and not (self.url or "").startswith("https://"):
+            raise ValueError("client_certificate, ca, ca_vault and pinned_spki need an https:// url")
+        if self.ca is not None and self.ca_vault is not None:
+            raise ValueError("give 'ca' or 'ca_vault', not both")
+        for pin in self.pinned_spki:
+            parse_spki_pin(pin)
         return self

@@ -11,19 +11,21 @@ from chamberlain.gateway.http_upstream import HttpUpstream
 from chamberlain.gateway.server_config import ServerConfig
 from chamberlain.gateway.stdio_upstream import StdioUpstream
 from chamberlain.gateway.upstream import Upstream
-from chamberlain.gateway.upstream_credentials import UpstreamCredentials
+from chamberlain.gateway.upstream_credentials import UpstreamCredentials, VaultAccess
 from chamberlain.store.servers import Server
 
 logger = logging.getLogger(__name__)
 RETIRE_AFTER = 60.0  # seconds an upstream replaced by a new configuration keeps serving requests already under way
 
 CredentialsFactory = Callable[[str, ServerConfig], UpstreamCredentials]  # (server name, its configuration)
+VaultFactory = Callable[[str], VaultAccess]  # how a server reaches the vault (TLS client certificates, CAs)
 
 
 class UpstreamRegistry:
-    def __init__(self, builtin: Upstream, credentials: CredentialsFactory) -> None:
+    def __init__(self, builtin: Upstream, credentials: CredentialsFactory, vaults: VaultFactory | None = None) -> None:
         self._builtin = builtin
         self._credentials = credentials
+        self._vaults = vaults
         self._live: dict[str, tuple[ServerConfig, Upstream]] = {}
         self._retiring: dict[asyncio.Task[None], Upstream] = {}
 
@@ -38,7 +40,8 @@ class UpstreamRegistry:
         if config.command is not None:
             upstream = StdioUpstream(server.name, config)
         else:
-            upstream = HttpUpstream(server.name, config, self._credentials(server.name, config))
+            vault = self._vaults(server.name) if self._vaults is not None else None
+            upstream = HttpUpstream(server.name, config, self._credentials(server.name, config), vault)
         self._live[server.name] = (config, upstream)
         if live is not None:
             self._retire(live[1])

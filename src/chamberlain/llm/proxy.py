@@ -55,6 +55,7 @@ from chamberlain.net.http1 import BodyTooLarge, ConnectFailed, Http1Error, Http1
 from chamberlain.oauth.access_tokens import AccessTokenClaims, InvalidAccessToken
 from chamberlain.tenancy.routing import tenant_for_scope, tenant_of
 from chamberlain.tenancy.tenant import Tenant
+from chamberlain.transport.tls import client_certificate_thumbprint
 from chamberlain.web.request_id import request_id_of
 
 logger = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class _Exchange:
                 tenant, "an access token or API key is required (Authorization: Bearer, or x-api-key)"
             )
         try:
-            return llm_principal(tenant, presented)
+            return llm_principal(tenant, presented, certificate=client_certificate_thumbprint(self.scope))
         except InvalidAccessToken as invalid:
             raise _unauthenticated(tenant, invalid.reason) from None
 
@@ -466,16 +467,17 @@ class _Exchange:
             raise LlmError("api_error", "the audit log is unavailable; nothing was sent", status=503) from None
 
 
-def llm_principal(tenant: Tenant, credential: str) -> AccessTokenClaims:
+def llm_principal(tenant: Tenant, credential: str, *, certificate: str | None = None) -> AccessTokenClaims:
     """Who presents `credential` to the tenant's LLM resource (the Messages API, telemetry): an access token whose
     audience is {issuer}/llm (RFC 8707: good nowhere else), or an active virtual key of this tenant. Raises
-    InvalidAccessToken, whose reason is safe to show."""
+    InvalidAccessToken, whose reason is safe to show. `certificate`: the request's TLS client certificate
+    thumbprint, which a certificate-bound token needs (RFC 8705 §3.2)."""
     if credential.startswith(VIRTUAL_KEY_PREFIX):
         holder = tenant.shared.llm.virtual_keys.find(tenant.id, credential)
         if holder is None:
             raise InvalidAccessToken("invalid API key")
         return holder
-    return tenant.token_verifier.verify(credential, audience=tenant.llm_resource.resource)
+    return tenant.token_verifier.verify(credential, audience=tenant.llm_resource.resource, certificate=certificate)
 
 
 def _unauthenticated(tenant: Tenant, message: str) -> LlmError:

@@ -4,10 +4,15 @@ Verification is on the hot path, so it never touches the database: keys come fro
 revocation from the in-memory revocation list, and a token verified once is remembered until it expires (the
 signature check is the expensive part and its result cannot change; expiry, audience and revocation are still
 checked on every use).
+
+Certificate-bound tokens (RFC 8705 §3): a token issued to a client that used mutual TLS carries
+`cnf: {"x5t#S256": base64url(SHA-256(DER certificate))}`, and a resource accepts it only over a connection
+presenting that certificate.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
 from collections.abc import Callable
@@ -39,6 +44,7 @@ class AccessTokenClaims:
     auth_time: int | None
     roles: tuple[str, ...]  # the user's roles when the grant was made: what the gateway's policy decides on
     raw: dict[str, Any]
+    certificate_thumbprint: str | None = None  # RFC 8705 §3.1 cnf.x5t#S256: the token is bound to that certificate
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class AccessTokenIssuer:
         grant_id: str | None,
         auth_time: float | None,
         roles: tuple[str, ...] = (),
+        certificate_thumbprint: str | None = None,
     ) -> IssuedAccessToken:
         now = int(time.time())
         # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat and jti are required; scope per §2.2.3.
@@ -102,6 +109,8 @@ class AccessTokenIssuer:
         if roles:
             # RFC 9068 §2.2.3.1 / RFC 7643 §4.1.2: "roles" is the registered claim for a subject's roles.
             raw["roles"] = list(roles)
+        if certificate_thumbprint is not None:
+            raw["cnf"] = {"x5t#S256": certificate_thumbprint}  # RFC 8705 §3.1, RFC 7800 §3.1
         token = self._keys().sign(raw, typ=TOKEN_TYPE)
         return IssuedAccessToken(token, self._ttl, _claims(raw))
 
@@ -122,8 +131,14 @@ class AccessTokenVerifier:
         self._cache_size = cache_size
         self._cached_ring: KeyRing | None = None
 
-    def verify(self, token: str, *, audience: str | None) -> AccessTokenClaims:
-        """Checks signature, type, issuer, expiry and revocation; and the audience unless `audience` is None."""
+    def verify(self, token: str, *, audience: str | None, certificate: str | None = None) -> AccessTokenClaims:
+        """Checks signature, type, issuer, expiry and revocation; and the audience unless `audience` is None.
+
+        With an audience (a resource using the token), a certificate-bound token must come with its certificate:
+        `certificate` is the thumbprint of the request's TLS client certificate (transport.tls.
+        client_certificate_thumbprint), None when there is none. Without an audience (introspection, revocation:
+        the authorization server looking at a token) the binding is not checked.
+        """
         now = time.time()
         claims = self._verified(token)
         if claims.expires_at <= now:
@@ -136,6 +151,12 @@ class AccessTokenVerifier:
         )
         if revoked:
             raise InvalidAccessToken("the access token has been revoked")
+        if audience is not None and claims.certificate_thumbprint is not None:
+            # RFC 8705 §3.2: the resource compares the token's thumbprint with the connection's certificate.
+            if certificate is None:
+                raise InvalidAccessToken("the access token is bound to a TLS client certificate; none was presented")
+            if not hmac.compare_digest(certificate, claims.certificate_thumbprint):
+                raise InvalidAccessToken("the access token is bound to another TLS client certificate")
         return claims
 
     def _verified(self, token: str) -> AccessTokenClaims:
@@ -202,6 +223,13 @@ def _claims(raw: dict[str, Any]) -> AccessTokenClaims:
     roles = raw.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise TypeError("roles must be a list of strings")
+    confirmation = raw.get("cnf")
+    thumbprint = None
+    if confirmation is not None:
+        # RFC 7800 §3.1: a cnf we cannot honour must not be ignored (the token would become unbound): refuse it.
+        thumbprint = confirmation.get("x5t#S256") if isinstance(confirmation, dict) else None
+        if not isinstance(thumbprint, str) or not thumbprint:
+            raise TypeError("cnf must carry x5t#S256")
     return AccessTokenClaims(
         subject=raw["sub"],
         client_id=raw["client_id"],
@@ -215,4 +243,5 @@ def _claims(raw: dict[str, Any]) -> AccessTokenClaims:
         auth_time=auth_time if isinstance(auth_time, int) else None,
         roles=tuple(roles),
         raw=raw,
+        certificate_thumbprint=thumbprint,
     )

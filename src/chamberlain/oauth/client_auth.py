@@ -1,23 +1,31 @@
-"""Client authentication at the token, revocation and introspection endpoints (RFC 6749 §2.3, RFC 7523 §2.2).
+"""Client authentication at the token, revocation and introspection endpoints (RFC 6749 §2.3, RFC 7523 §2.2,
+RFC 8705 §2).
 
-A client authenticates with exactly the method it registered; presenting any other, or two at once, fails.
+A client authenticates with exactly the method it registered; presenting any other, or two at once, fails. The mTLS
+methods use the client certificate the TLS layer verified (transport/tls.py) and no other credential: the request
+carries only client_id (RFC 8705 §2).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import time
 from collections.abc import Mapping
 from urllib.parse import unquote_plus
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from joserfc import jwt
 from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from joserfc.jws import extract_compact
 
 from chamberlain.crypto.tokens import digest_matches
 from chamberlain.oauth.client_keys import ClientKeySets
+from chamberlain.oauth.client_metadata import MTLS_AUTH_METHODS
 from chamberlain.oauth.clients import Client, ClientDirectory
 from chamberlain.oauth.errors import INVALID_REQUEST, OAuthError, invalid_client
 
@@ -51,7 +59,10 @@ class ClientAuthenticator:
         self._audiences = audiences
         self._replays = AssertionReplayCache()
 
-    async def authenticate(self, form: Mapping[str, str], authorization: str | None) -> Client:
+    async def authenticate(
+        self, form: Mapping[str, str], authorization: str | None, certificate: bytes | None = None
+    ) -> Client:
+        """`certificate`: the verified TLS client certificate of the request (DER), if any."""
         method, client_id, credential = _presented_credentials(form, authorization)
         basic = method == "client_secret_basic"
         try:
@@ -61,6 +72,9 @@ class ClientAuthenticator:
         if client is None:
             raise invalid_client("unknown or revoked client", basic_auth_attempted=basic)
         registered = client.metadata.token_endpoint_auth_method
+        if method == "none" and registered in MTLS_AUTH_METHODS and credential is None:
+            await self._check_certificate(client, certificate)
+            return client
         if method != registered:
             raise invalid_client(f"this client must authenticate with {registered}", basic_auth_attempted=basic)
         if method in ("client_secret_basic", "client_secret_post"):
@@ -69,6 +83,21 @@ class ClientAuthenticator:
         elif method == "private_key_jwt":
             await self._check_assertion(client, credential or "")
         return client
+
+    async def _check_certificate(self, client: Client, der: bytes | None) -> None:
+        if der is None:
+            raise invalid_client("this client authenticates with a TLS client certificate, and none was presented")
+        certificate = x509.load_der_x509_certificate(der)
+        if client.metadata.token_endpoint_auth_method == "tls_client_auth":
+            # RFC 8705 §2.1: the chain was validated by the TLS layer; the certificate must be the registered one.
+            name = client.metadata.tls_client_auth_name
+            if name is None or not certificate_matches(certificate, *name):
+                raise invalid_client("the TLS client certificate is not the one registered for this client")
+            return
+        # RFC 8705 §2.2: the certificate (or its key) must be one the client registered in jwks or jwks_uri.
+        key_set = await self._key_sets.for_client(client.metadata)
+        if not certificate_in_key_set(certificate, der, key_set):
+            raise invalid_client("the TLS client certificate is not in this client's registered keys")
 
     async def _check_assertion(self, client: Client, assertion: str) -> None:
         """RFC 7523 §3: iss and sub are the client_id, aud names this server, exp bounds it, jti is single use."""
@@ -141,3 +170,45 @@ def _assertion_subject(assertion: str) -> str:
     if not isinstance(sub, str) or not sub:
         raise invalid_client("the client assertion names no client")
     return sub
+
+
+def certificate_matches(certificate: x509.Certificate, name: str, expected: str) -> bool:
+    """RFC 8705 §2.1.2: the subject DN, or one subject alternative name of the registered type, equals `expected`."""
+    if name == "tls_client_auth_subject_dn":
+        return certificate.subject.rfc4514_string() == expected  # canonical_dn() when registered
+    try:
+        alternatives = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    if name == "tls_client_auth_san_ip":
+        try:
+            return ipaddress.ip_address(expected) in alternatives.get_values_for_type(x509.IPAddress)
+        except ValueError:
+            return False
+    kinds: dict[str, type[x509.DNSName] | type[x509.UniformResourceIdentifier] | type[x509.RFC822Name]] = {
+        "tls_client_auth_san_dns": x509.DNSName,
+        "tls_client_auth_san_uri": x509.UniformResourceIdentifier,
+        "tls_client_auth_san_email": x509.RFC822Name,
+    }
+    kind = kinds.get(name)
+    return kind is not None and expected in alternatives.get_values_for_type(kind)
+
+
+def certificate_in_key_set(certificate: x509.Certificate, der: bytes, key_set: KeySet) -> bool:
+    """RFC 8705 §2.2.2: a key whose x5c starts with this certificate, or (without x5c) whose public key is its key."""
+    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    for key in key_set.keys:
+        chain = key.get("x5c")
+        if isinstance(chain, list) and chain:
+            try:
+                if base64.b64decode(chain[0], validate=True) == der:  # RFC 7517 §4.7: base64, not base64url
+                    return True
+            except (binascii.Error, TypeError):
+                continue
+        elif isinstance(key, RSAKey | ECKey | OKPKey):
+            try:
+                if key.as_der(private=False) == spki:
+                    return True
+            except (ValueError, TypeError):
+                continue
+    return False

@@ -15,18 +15,38 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
+from cryptography import x509
+
 from chamberlain.oauth.errors import INVALID_CLIENT_METADATA, INVALID_REDIRECT_URI, OAuthError
 from chamberlain.oauth.redirect_uri import validate_redirect_uri
 
-TokenEndpointAuthMethod = Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
+TokenEndpointAuthMethod = Literal[
+    "none",
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+]
 JWT_BEARER_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 §2.1 (ID-JAG)
 GrantType = Literal[
     "authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ]
 ResponseType = Literal["code"]
 
+# RFC 8705 §2.1 (PKI) and §2.2 (self-signed): the client proves itself with its TLS client certificate.
+MTLS_AUTH_METHODS: Final[frozenset[str]] = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
+# RFC 8705 §2.1.2: exactly one of these says which certificate a tls_client_auth client holds.
+TLS_CLIENT_AUTH_NAMES: Final = (
+    "tls_client_auth_subject_dn",
+    "tls_client_auth_san_dns",
+    "tls_client_auth_san_uri",
+    "tls_client_auth_san_ip",
+    "tls_client_auth_san_email",
+)
+
 TOKEN_ENDPOINT_AUTH_METHODS: Final[frozenset[str]] = frozenset(
-    {"none", "client_secret_basic", "client_secret_post", "private_key_jwt"}
+    {"none", "client_secret_basic", "client_secret_post", "private_key_jwt", *MTLS_AUTH_METHODS}
 )
 GRANT_TYPES: Final[frozenset[str]] = frozenset(
     {"authorization_code", "refresh_token", "client_credentials", JWT_BEARER_GRANT}
@@ -70,11 +90,30 @@ class ClientMetadata:
     jwks: dict[str, Any] | None = None
     software_id: str | None = None
     software_version: str | None = None
+    # RFC 8705 §2.1.2: the one certificate field (name, value) a tls_client_auth client is recognised by.
+    tls_client_auth_name: tuple[str, str] | None = None
+    # RFC 8705 §3.4: access tokens for this client are bound to its TLS client certificate.
+    tls_client_certificate_bound_access_tokens: bool = False
 
     @property
     def is_public(self) -> bool:
         """RFC 6749 §2.1: a client that cannot authenticate at the token endpoint."""
         return self.token_endpoint_auth_method == "none"
+
+    @property
+    def uses_secret(self) -> bool:
+        """RFC 6749 §2.3.1: the methods that need a client secret issued at registration."""
+        return self.token_endpoint_auth_method in ("client_secret_basic", "client_secret_post")
+
+    @property
+    def authenticates_with_certificate(self) -> bool:
+        return self.token_endpoint_auth_method in MTLS_AUTH_METHODS
+
+    @property
+    def certificate_bound(self) -> bool:
+        """Tokens carry `cnf.x5t#S256` (RFC 8705 §3.1): asked for (§3.4), or implied by mTLS authentication, since
+        a client that holds a certificate loses nothing by it and a stolen token becomes useless without the key."""
+        return self.tls_client_certificate_bound_access_tokens or self.authenticates_with_certificate
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready members, omitting unset ones; `parse_client_metadata` reads it back unchanged."""
@@ -92,6 +131,10 @@ class ClientMetadata:
                 members[name] = value
         if self.jwks is not None:
             members["jwks"] = json.loads(json.dumps(self.jwks))
+        if self.tls_client_auth_name is not None:
+            members[self.tls_client_auth_name[0]] = self.tls_client_auth_name[1]
+        if self.tls_client_certificate_bound_access_tokens:
+            members["tls_client_certificate_bound_access_tokens"] = True
         return members
 
 
@@ -274,6 +317,43 @@ def _check_key_material(
     if auth_method == "private_key_jwt" and jwks_uri is None and jwks is None:
         # RFC 7523 §2.2 client authentication needs the key to verify against.
         raise _metadata_error("private_key_jwt requires jwks or jwks_uri")
+    if auth_method == "self_signed_tls_client_auth" and jwks_uri is None and jwks is None:
+        # RFC 8705 §2.2.2: the self-signed certificate is registered in the client's jwks (x5c) or jwks_uri.
+        raise _metadata_error("self_signed_tls_client_auth requires jwks or jwks_uri")
+
+
+def _tls_client_auth_name(data: Mapping[str, Any], auth_method: TokenEndpointAuthMethod) -> tuple[str, str] | None:
+    present = [name for name in TLS_CLIENT_AUTH_NAMES if data.get(name) is not None]
+    if auth_method != "tls_client_auth":
+        if present:
+            raise _metadata_error(f"{present[0]} is only for token_endpoint_auth_method tls_client_auth")
+        return None
+    # RFC 8705 §2.1.2: "A client using the tls_client_auth authentication method MUST use exactly one of" them.
+    if len(present) != 1:
+        raise _metadata_error("tls_client_auth requires exactly one of " + ", ".join(TLS_CLIENT_AUTH_NAMES))
+    name = present[0]
+    value = _optional_string(data, name)
+    assert value is not None
+    if name == "tls_client_auth_subject_dn":
+        value = canonical_dn(value)
+    return name, value
+
+
+def canonical_dn(value: str) -> str:
+    """An RFC 4514 distinguished name as cryptography writes it, so that spelling variants compare equal."""
+    try:
+        return x509.Name.from_rfc4514_string(value).rfc4514_string()
+    except ValueError:
+        raise _metadata_error("tls_client_auth_subject_dn must be an RFC 4514 distinguished name") from None
+
+
+def _bound_tokens(data: Mapping[str, Any]) -> bool:
+    value = data.get("tls_client_certificate_bound_access_tokens", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _metadata_error("tls_client_certificate_bound_access_tokens must be a boolean")
+    return value
 
 
 def _scope(data: Mapping[str, Any]) -> str | None:
@@ -329,4 +409,6 @@ def parse_client_metadata(
         jwks=jwks,
         software_id=_optional_string(document, "software_id"),
         software_version=_optional_string(document, "software_version"),
+        tls_client_auth_name=_tls_client_auth_name(document, auth_method),
+        tls_client_certificate_bound_access_tokens=_bound_tokens(document),
     )

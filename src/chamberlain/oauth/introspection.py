@@ -17,6 +17,7 @@ from chamberlain.oauth.errors import INVALID_REQUEST, NO_STORE, OAuthError, inva
 from chamberlain.oauth.forms import read_form
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
+from chamberlain.transport.tls import client_certificate_der
 
 INACTIVE: dict[str, Any] = {"active": False}
 
@@ -26,7 +27,9 @@ async def introspect(request: Request) -> Response:
     app = tenant_of(request)
     try:
         form = await read_form(request)
-        client = await app.client_authenticator.authenticate(form, request.headers.get("authorization"))
+        client = await app.client_authenticator.authenticate(
+            form, request.headers.get("authorization"), client_certificate_der(request.scope)
+        )
         if client.metadata.is_public:
             raise invalid_client("introspection needs a confidential client")
         token = form.get("token")
@@ -49,7 +52,12 @@ async def _describe(app: Tenant, token: str) -> dict[str, Any]:
     return {
         "active": True,
         "token_type": "Bearer",
-        **{name: raw[name] for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti") if name in raw},
+        # RFC 8705 §3.2: cnf tells the resource which certificate a bound token must arrive with.
+        **{
+            name: raw[name]
+            for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "cnf")
+            if name in raw
+        },
     }
 
 

@@ -42,7 +42,7 @@ async def register(request: Request) -> Response:
     except OAuthError as failure:
         return failure.to_response()
     client_id = str(uuid.uuid4())
-    secret = None if metadata.token_endpoint_auth_method in ("none", "private_key_jwt") else new_secret()
+    secret = new_secret() if metadata.uses_secret else None
     await app.clients.add(client_id, "dynamic", metadata.to_dict(), digest(secret) if secret else None)
     details = {"registration": "dynamic", "grant_types": list(metadata.grant_types)}
     emit.client_event(app.audit.log, app.id, Action.CLIENT_REGISTERED, client_id, details)

@@ -17,6 +17,7 @@ from chamberlain.oauth.errors import INVALID_REQUEST, NO_STORE, UNSUPPORTED_TOKE
 from chamberlain.oauth.forms import read_form
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
+from chamberlain.transport.tls import client_certificate_der
 
 TOKEN_TYPE_HINTS = ("access_token", "refresh_token")
 
@@ -26,7 +27,9 @@ async def revoke(request: Request) -> Response:
     app = tenant_of(request)
     try:
         form = await read_form(request)
-        client = await app.client_authenticator.authenticate(form, request.headers.get("authorization"))
+        client = await app.client_authenticator.authenticate(
+            form, request.headers.get("authorization"), client_certificate_der(request.scope)
+        )
         token = form.get("token")
         if not token:
             raise OAuthError(INVALID_REQUEST, "token is required")

@@ -9,14 +9,16 @@ from starlette.responses import Response
 
 from chamberlain.audit import emit
 from chamberlain.oauth.clients import Client
-from chamberlain.oauth.errors import UNAUTHORIZED_CLIENT, UNSUPPORTED_GRANT_TYPE, OAuthError
+from chamberlain.oauth.errors import INVALID_REQUEST, UNAUTHORIZED_CLIENT, UNSUPPORTED_GRANT_TYPE, OAuthError
 from chamberlain.oauth.forms import read_form
 from chamberlain.oauth.grants import authorization_code, client_credentials, jwt_bearer, refresh_token
 from chamberlain.oauth.token_response import TokenResponse
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
+from chamberlain.transport.tls import certificate_thumbprint, client_certificate_der
 
-Grant = Callable[[Tenant, Client, dict[str, str]], Awaitable[TokenResponse]]
+# The last argument: the thumbprint the tokens are bound to (RFC 8705 §3), or None for unbound tokens.
+Grant = Callable[[Tenant, Client, dict[str, str], str | None], Awaitable[TokenResponse]]
 
 # No implicit or password grants: OAuth 2.1 §10 and RFC 9700 §2.4 retire them.
 GRANTS: dict[str, Grant] = {
@@ -25,6 +27,16 @@ GRANTS: dict[str, Grant] = {
     "client_credentials": client_credentials.exchange,
     jwt_bearer.JWT_BEARER: jwt_bearer.exchange,  # ID-JAGs (MCP ext-auth enterprise-managed authorization)
 }
+
+
+def certificate_binding(client: Client, certificate: bytes | None) -> str | None:
+    """RFC 8705 §3: the thumbprint to bind this client's tokens to; a client whose tokens must be bound and who
+    presented no certificate gets none at all rather than an unbound one (§3.4 public clients included)."""
+    if not client.metadata.certificate_bound:
+        return None
+    if certificate is None:
+        raise OAuthError(INVALID_REQUEST, "this client's tokens are bound to its TLS client certificate; present it")
+    return certificate_thumbprint(certificate)
 
 
 async def token(request: Request) -> Response:
@@ -37,11 +49,12 @@ async def token(request: Request) -> Response:
         grant = GRANTS.get(grant_type)
         if grant is None:
             raise OAuthError(UNSUPPORTED_GRANT_TYPE, f"grant_type must be one of: {', '.join(GRANTS)}")
-        client = await app.client_authenticator.authenticate(form, request.headers.get("authorization"))
+        certificate = client_certificate_der(request.scope)
+        client = await app.client_authenticator.authenticate(form, request.headers.get("authorization"), certificate)
         client_id = client.client_id
         if grant_type not in client.metadata.grant_types:
             raise OAuthError(UNAUTHORIZED_CLIENT, f"this client is not registered for the {grant_type} grant")
-        issued = await grant(app, client, form)
+        issued = await grant(app, client, form, certificate_binding(client, certificate))
     except OAuthError as failure:
         emit.token_refused(app.audit.log, app.id, grant_type[:64], client_id, failure.error)
         return failure.to_response()

@@ -47,6 +47,7 @@ from chamberlain.llm.proxy import llm_metadata_url, llm_principal
 from chamberlain.oauth.access_tokens import InvalidAccessToken
 from chamberlain.telemetry.claude_code import Caller, ClaudeCodeMetrics
 from chamberlain.tenancy.routing import tenant_for_scope
+from chamberlain.transport.tls import client_certificate_thumbprint
 from chamberlain.web.request_id import request_id_of
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def llm_ingestion(scope: Scope, credential: str) -> Ingestion:
     if tenant is None:
         raise LookupError("no such tenant")
     shared = tenant.shared
-    principal = llm_principal(tenant, credential)
+    principal = llm_principal(tenant, credential, certificate=client_certificate_thumbprint(scope))
     caller = Caller(
         tenant.id, user_id_of(principal), team_of(principal.roles, tenant.config.llm.teams), principal.client_id
     )

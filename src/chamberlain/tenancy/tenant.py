@@ -112,6 +112,7 @@ class Tenant:
                 tenant_id,
                 name,
             ),
+            vaults=lambda name: VaultAccess(shared.vault, tenant_id, name, guard),
         )
         self.resources: dict[str, ProtectedResource] = {}
         self._server_names: frozenset[str] | None = None

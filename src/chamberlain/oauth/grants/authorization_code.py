@@ -13,7 +13,7 @@ from chamberlain.store.grants import AuthorizationCode
 from chamberlain.tenancy.tenant import Tenant
 
 
-async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenResponse:
+async def exchange(app: Tenant, client: Client, form: dict[str, str], binding: str | None) -> TokenResponse:
     code = form.get("code")
     if not code:
         raise OAuthError(INVALID_REQUEST, "code is required")
@@ -49,6 +49,7 @@ async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenRe
         grant_id=grant.id,
         auth_time=grant.auth_time,
         roles=grant.roles,
+        certificate_thumbprint=binding,  # RFC 8705 §3.1
     )
     refresh = None
     if "refresh_token" in client.metadata.grant_types:

@@ -9,7 +9,7 @@ from chamberlain.oauth.token_response import TokenResponse
 from chamberlain.tenancy.tenant import Tenant
 
 
-async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenResponse:
+async def exchange(app: Tenant, client: Client, form: dict[str, str], binding: str | None) -> TokenResponse:
     # OAuth 2.1 §4.2: only confidential clients may use this grant.
     if client.metadata.is_public:
         raise OAuthError(UNAUTHORIZED_CLIENT, "public clients cannot use client_credentials")
@@ -31,5 +31,6 @@ async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenRe
         tenant=app.id,
         grant_id=None,
         auth_time=None,
+        certificate_thumbprint=binding,  # RFC 8705 §3.1
     )
     return TokenResponse(access_token)

@@ -70,7 +70,7 @@ def invalid_grant(description: str) -> OAuthError:
     return OAuthError(INVALID_GRANT, description)
 
 
-async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenResponse:
+async def exchange(app: Tenant, client: Client, form: dict[str, str], binding: str | None) -> TokenResponse:
     # Draft §8.1: only confidential clients; public ones use the authorization code grant, where the user consents.
     if client.metadata.is_public:
         raise OAuthError(
@@ -104,6 +104,7 @@ async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenRe
         grant_id=None,
         auth_time=auth_time if is_numeric_date(auth_time) else None,
         roles=user.roles,
+        certificate_thumbprint=binding,  # RFC 8705 §3.1
     )
     return TokenResponse(access_token)
 

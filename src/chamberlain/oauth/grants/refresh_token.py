@@ -16,7 +16,7 @@ from chamberlain.store.grants import Grant
 from chamberlain.tenancy.tenant import Tenant
 
 
-async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenResponse:
+async def exchange(app: Tenant, client: Client, form: dict[str, str], binding: str | None) -> TokenResponse:
     presented = form.get("refresh_token")
     if not presented:
         raise OAuthError(INVALID_REQUEST, "refresh_token is required")
@@ -54,5 +54,6 @@ async def exchange(app: Tenant, client: Client, form: dict[str, str]) -> TokenRe
         grant_id=grant.id,
         auth_time=grant.auth_time,
         roles=grant.roles,
+        certificate_thumbprint=binding,  # RFC 8705 §3.1
     )
     return TokenResponse(access_token, successor)
