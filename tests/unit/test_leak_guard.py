@@ -38,8 +38,22 @@ TOKEN_ALPHABET = string.ascii_letters + string.digits + "-._~+/="
 token_values = st.text(TOKEN_ALPHABET, min_size=MIN_VALUE_BYTES, max_size=80).map(str.encode)
 text_values = st.text(min_size=MIN_VALUE_BYTES, max_size=40).map(str.encode).filter(lambda v: len(v) >= 8)
 binary_values = st.binary(min_size=MIN_VALUE_BYTES, max_size=48)
-values = st.one_of(token_values, text_values, binary_values)
-utf8_values = st.one_of(token_values, text_values)
+
+
+def _apart_from_marker(value: bytes) -> bool:
+    """A value written like a piece of the marker would be "found" again in the redacted output, overlapping the
+    marker that replaced it; no real credential reads "[REDACTED:", so such values are left out."""
+    pieces = (MARKER[start : start + 3] for start in range(len(MARKER) - 2))
+    edges = range(1, len(MARKER) + 1)
+    return (
+        not any(piece in value for piece in pieces)
+        and not any(value.startswith(MARKER[-size:]) for size in edges)
+        and not any(value.endswith(MARKER[:size]) for size in edges)
+    )
+
+
+values = st.one_of(token_values, text_values, binary_values).filter(_apart_from_marker)
+utf8_values = st.one_of(token_values, text_values).filter(_apart_from_marker)
 json_leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30))
 documents = st.recursive(
     json_leaves,
