@@ -4,6 +4,7 @@ refused, and refused only ever with InvalidAccessToken (never another exception 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -19,6 +20,7 @@ from joserfc.jwk import ECKey
 
 from chamberlain.crypto.master_key import MasterKey
 from chamberlain.crypto.signing_keys import (
+    PUBLISH_BEFORE_SIGNING,
     KeyRing,
     SigningAlgorithm,
     SigningKey,
@@ -318,8 +320,13 @@ def test_rotated_out_key_keeps_verifying_until_it_is_removed() -> None:
     old_token = issue(keys)
     verifier.verify(old_token, audience=AUDIENCE)  # now in the verifier's cache
 
-    # Rotation: a new active key; the old one is retired but still in the ring.
+    # Rotation: a new active key; the old one is retired but still in the ring. The new one is published first:
+    # the old one signs until every replica can have loaded the new one.
     new = new_key()
+    keys.ring = KeyRing([retired(old), new])
+    assert keys.ring.active.kid == old.kid
+    assert new.kid in {jwk["kid"] for jwk in keys.ring.jwks()["keys"]}
+    new = dataclasses.replace(new, created_at=time.time() - PUBLISH_BEFORE_SIGNING)
     keys.ring = KeyRing([retired(old), new])
     assert keys.ring.active.kid == new.kid
     new_token = issue(keys)

@@ -1,12 +1,18 @@
 """Token signing keys: generation, encryption at rest, and the in-memory key ring used on every request.
 
 The ring holds one active signing key and every key whose tokens may still be alive, so `chamberlain keys rotate`
-never invalidates a token early: the old key stops signing at once but keeps verifying until its tokens expire.
+never invalidates a token early: the old key keeps verifying until its tokens expire.
+
+A new key is published before it signs: every replica loads the store's keys each second (state.py), so a token
+signed with a key the moment it was created could reach a replica that does not know it yet and be refused. For
+PUBLISH_BEFORE_SIGNING seconds after a rotation the key it replaced still signs, while the new one is already in
+every ring and in /jwks.json (as Keycloak and Hydra publish a key ahead of its use).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +23,7 @@ from joserfc.jwk import ECKey, GuestProtocol, Key, OKPKey, import_key
 from chamberlain.crypto.master_key import MasterKey
 
 SigningAlgorithm = Literal["ES256", "EdDSA"]
+PUBLISH_BEFORE_SIGNING = 2.0  # seconds: two of the replicas' refresh intervals
 
 # RFC 9864 §2 deprecates the polymorphic "EdDSA" JWS name; the fully specified "Ed25519" says the same thing.
 _JWS_ALGORITHM = {"ES256": "ES256", "EdDSA": "Ed25519"}
@@ -74,14 +81,25 @@ class KeyRing:
         signers = [k for k in ordered if k.retired_at is None]
         if not signers:
             raise ValueError("no active signing key: run 'chamberlain keys rotate'")
-        self.active = signers[-1]
+        self._newest = signers[-1]
+        replaced = [k for k in ordered if k.retired_at is not None]
+        self._replaced = max(replaced, key=lambda k: k.retired_at or 0.0) if replaced else None
+        self._newest_signs_from = self._newest.created_at + PUBLISH_BEFORE_SIGNING
         self._by_kid = {k.kid: k for k in ordered}
         self.algorithms = sorted({k.alg for k in ordered})
         self.version = tuple(sorted((k.kid, k.retired_at or 0.0) for k in ordered))  # what the store's rows say
 
+    @property
+    def active(self) -> SigningKey:
+        """The key that signs now: the newest, once it has been published long enough (see the module)."""
+        if self._replaced is not None and time.time() < self._newest_signs_from:
+            return self._replaced
+        return self._newest
+
     def sign(self, claims: Mapping[str, Any], *, typ: str) -> str:
-        header = {"alg": self.active.alg, "typ": typ, "kid": self.active.kid}
-        return jwt.encode(header, dict(claims), self.active.key, algorithms=[self.active.alg])
+        signer = self.active
+        header = {"alg": signer.alg, "typ": typ, "kid": signer.kid}
+        return jwt.encode(header, dict(claims), signer.key, algorithms=[signer.alg])
 
     def key_for(self, kid: object) -> SigningKey | None:
         return self._by_kid.get(kid) if isinstance(kid, str) else None
