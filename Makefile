@@ -46,6 +46,8 @@ bench: install
 	$(PY) bench/llm_proxy_bench.py
 	$(PY) bench/leak_guard_bench.py
 	$(PY) bench/dlp_bench.py
+	$(PY) bench/console_bench.py
+	$(PY) bench/scale_bench.py
 
 clean:
 	rm -rf $(VENV) $(TS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache

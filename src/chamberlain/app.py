@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -17,22 +19,27 @@ from starlette.staticfiles import StaticFiles
 
 from chamberlain.admin.api import create_admin_api
 from chamberlain.admin.problems import problem_response
+from chamberlain.console.routes import console_routes
 from chamberlain.demo.server import DemoHandler
+from chamberlain.gateway import jsonrpc
 from chamberlain.gateway.asgi_upstream import AsgiUpstream
 from chamberlain.gateway.protected_resource import METADATA_PREFIX, protected_resource_metadata
 from chamberlain.gateway.proxy import McpProxy
+from chamberlain.llm import errors as llm_errors
 from chamberlain.llm.proxy import COUNT_TOKENS_PATH, MESSAGES_PATH, MessagesEndpoint, llm_resource_metadata
 from chamberlain.net.ssrf import Resolver
 from chamberlain.oauth import authorize, introspection, metadata, registration, revocation, token
+from chamberlain.oauth.errors import TEMPORARILY_UNAVAILABLE, OAuthError
 from chamberlain.observability.metrics import Metrics, MetricsMiddleware
-from chamberlain.observability.readiness import Readiness, readyz
+from chamberlain.observability.readiness import Readiness, drain_on_sigterm, readyz
 from chamberlain.scim.app import SCIM_PATH, create_scim_app
 from chamberlain.settings import Settings
 from chamberlain.state import AppState, open_state
+from chamberlain.store.errors import RETRY_AFTER_SECONDS, store_unavailable
 from chamberlain.telemetry.otlp import OtlpMetricsEndpoint
 from chamberlain.tenancy.tenant import TENANT_PATH_PREFIX
 from chamberlain.web import login, sso
-from chamberlain.web.pages import STATIC_DIR
+from chamberlain.web.pages import STATIC_DIR, message_page
 from chamberlain.web.request_id import RequestIdMiddleware
 
 logger = logging.getLogger(__name__)
@@ -52,11 +59,15 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         if settings.metrics.enabled:
             state.events.subscribe(metrics.gateway_decision)  # decisions counted off the request path
         readiness = Readiness(state.database, settings.redis_url)
+        restore_sigterm = drain_on_sigterm(readiness, settings.shutdown_drain_seconds)  # /readyz 503 from SIGTERM
         try:
             async with demo.running():
                 # Lifespan state: every request's scope carries it, mounted sub-applications' included.
                 yield {"chamberlain": state, "readiness": readiness}
         finally:
+            # Shutdown: in-flight requests have finished (uvicorn waited for them); what is queued is written now.
+            readiness.draining = True
+            restore_sigterm()
             await readiness.aclose()
             await state.close()
 
@@ -91,7 +102,11 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
+        exception_handlers={
+            HTTPException: _http_error,
+            **dict.fromkeys(_STORE_ERRORS, _store_error),
+            Exception: _unexpected_error,
+        },
     )
 
 
@@ -134,6 +149,8 @@ def _tenant_routes(settings: Settings) -> list[BaseRoute]:
         Route("/v1/metrics", OtlpMetricsEndpoint(), methods=["POST"]),
         # SCIM 2.0 provisioning (RFC 7644 §3.2): {issuer}/scim/v2, authenticated by the tenant's SCIM bearer token.
         Mount(SCIM_PATH, app=create_scim_app()),
+        # The admin console (console/): server-rendered pages on the browser session, {issuer}/console.
+        *console_routes(),
     ]
     if settings.registration.dynamic_registration:
         routes.append(Route("/register", registration.register, methods=["POST"]))
@@ -155,9 +172,53 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    if store_unavailable(exc):
+        return _store_outage(request, exc)
     # Never a stack trace to the client; the log has it for the operator.
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"error": "server_error", "error_description": "internal error"}, status_code=500)
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    """The store's and the network's exception types: a store outage is answered here (503, no traceback in the
+    log for every request it fails); anything else goes on to `_unexpected_error`."""
+    if not store_unavailable(exc):
+        raise exc
+    return _store_outage(request, exc)
+
+
+# The exception types a store outage arrives as (store/errors.py); each is checked by store_unavailable.
+_STORE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, OSError, sqlite3.Error)
+_TENANT = rf"(?:{re.escape(TENANT_PATH_PREFIX)}[^/]+)?"
+_PAGES = re.compile(rf"{_TENANT}/(?:authorize|login|sso|connect|console)(?:/|$)")
+_MCP = re.compile(rf"{_TENANT}/mcp/")
+_LLM = re.compile(rf"{_TENANT}/v1/messages")
+
+
+def _store_outage(request: Request, exc: Exception) -> Response:
+    """A request that needed the store while it is unreachable: 503 with Retry-After in its surface's own format,
+    never a 500; it recovers by itself when the store returns (the pool reconnects)."""
+    # Debug only: the outage itself is logged once by the state refresher, not once per request it fails.
+    logger.debug("store unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    path = request.scope["path"]
+    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if _MCP.match(path):  # JSON-RPC error; the id cannot be read back from a consumed body, so null (§5)
+        return Response(jsonrpc.store_unavailable_body(), 503, headers=retry, media_type="application/json")
+    if _LLM.match(path):  # Anthropic's format (llm/errors.py)
+        headers = {**retry, "x-should-retry": "true"}
+        return Response(llm_errors.store_unavailable_body(), 503, headers=headers, media_type="application/json")
+    if _PAGES.match(path):  # people: a page, not JSON
+        page = message_page(
+            "Temporarily unavailable", "Chamberlain cannot reach its database. Try again shortly.", status_code=503
+        )
+        page.headers.update(retry)
+        return page
+    if _ADMIN_API.match(path):
+        return problem_response(503, "the store is temporarily unavailable", kind="unavailable", headers=retry)
+    # OAuth endpoints (RFC 6749 §4.1.2.1's temporarily_unavailable) and everything else: OAuth-style JSON.
+    unavailable = OAuthError(TEMPORARILY_UNAVAILABLE, "the store is temporarily unavailable", status_code=503)
+    unavailable.headers.update(retry)
+    return unavailable.to_response()
 
 
 __all__ = ["AppState", "create_app"]

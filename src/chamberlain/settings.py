@@ -104,6 +104,9 @@ class Settings(_Section):
     redis_url: str | None = Field(None, description="redis://HOST:PORT/DB")
     # When Redis is unreachable, rate limits fall back to per-process memory unless this refuses requests instead.
     rate_limits_fail_closed: bool = False
+    # Graceful shutdown: seconds from SIGTERM until the gateway stops accepting, while /readyz answers 503 so a load
+    # balancer polling it stops sending (Kubernetes: leave 0, the preStop pause does this).
+    shutdown_drain_seconds: float = Field(0.0, ge=0, le=300)
     # The credential vault (vault/): where its key-encryption key comes from, default maximum ages.
     vault: VaultSettings = VaultSettings()
     # `chamberlain serve` on a Unix socket instead of TCP, and who may connect to it (transport/).

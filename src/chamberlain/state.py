@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ from chamberlain.crypto.master_key import MasterKey, load_master_key
 from chamberlain.crypto.signing_keys import KeyRing, load_signing_key
 from chamberlain.dlp.alerts import vault_secrets as dlp_vault_secrets
 from chamberlain.dlp.compliance import retention_days
+from chamberlain.gateway.activity import ActivityMonitor
 from chamberlain.gateway.events import EventBus
 from chamberlain.gateway.sessions import SessionBinder
 from chamberlain.gateway.upstream import Upstream
@@ -41,6 +43,7 @@ from chamberlain.net.ssrf import AddressPolicy, Resolver, SystemResolver
 from chamberlain.net.webhooks import AlertSender
 from chamberlain.oauth.cimd import ClientMetadataDocumentResolver
 from chamberlain.oauth.client_keys import ClientKeySets
+from chamberlain.oauth.revocation_fanout import FeedCursor, RevocationFanout
 from chamberlain.oauth.revocation_list import RevocationList
 from chamberlain.policy.rate_limits import RateLimiter
 from chamberlain.policy.roles import check_servers
@@ -49,6 +52,7 @@ from chamberlain.sso.oidc.keys import IssuerKeys
 from chamberlain.sso.registry import ProviderRegistry
 from chamberlain.store import keys as key_store
 from chamberlain.store.database import Database, create_database, pending_migrations
+from chamberlain.store.errors import store_unavailable
 from chamberlain.store.grants import revocations_since
 from chamberlain.store.servers import Server, configured_servers, merge_servers
 from chamberlain.store.tenants import TenantRepository, TenantRow
@@ -107,9 +111,14 @@ class AppState:
         self.audit.tenant_retention = self._compliance_retention
         self.audit_hash_key = keyed_hash_key(self.master_key)  # HMAC key for values kept unreadable
         self.events.subscribe(self.audit.gateway_decision)
+        self.server_activity = ActivityMonitor()  # the console's servers page (gateway/activity.py)
+        self.events.subscribe(self.server_activity.record)
         self.session_binder = SessionBinder(self.master_key.derive("mcp-session"))
         self.tenant_store = TenantRepository(self.database)
         self.rate_limiter = RateLimiter.from_settings(settings)
+        # With redis_url: revocations announced to every replica at once; the poll of refresh() stays the fallback.
+        self.revocation_fanout = RevocationFanout(settings.redis_url, self._revocations_announced)
+        self.revocation_cursor = FeedCursor()  # ids commit out of order: re-reads the last seconds of the feed
         # The envelope store's vault until start() (the only backend that needs no connection); OpenBao's replaces it
         # there when configured, before any tenant (or request) can reach it.
         self.vault_keks: KekRing = load_kek_ring(settings.vault, data_dir=settings.data_dir, master_key=self.master_key)
@@ -175,12 +184,24 @@ class AppState:
         return tenant.config.budgets if tenant is not None else ()
 
     async def sync_revocations(self) -> None:
-        """Applies revocations written to the feed (by this process or others) right away."""
-        self.revocations.apply(await revocations_since(self.database, self.revocations.last_id))
+        """Applies revocations written to the feed right away; called by whoever just wrote one, so the other
+        replicas are told at once too (oauth/revocation_fanout.py)."""
+        await self.pull_revocations()
+        await self.revocation_fanout.announce(self.revocations.last_id)
+
+    async def pull_revocations(self) -> None:
+        """Applies revocations written to the feed (by this process or others) since the last pull."""
+        entries = await revocations_since(self.database, self.revocation_cursor.floor)
+        self.revocations.apply(entries)
+        self.revocation_cursor.seen(entries)
+
+    async def _revocations_announced(self, feed_id: int | None) -> None:
+        if feed_id is None or feed_id > self.revocations.last_id:
+            await self.pull_revocations()
 
     async def refresh(self) -> None:
         """Pulls what other processes changed: revocations, signing keys, tenants, servers."""
-        await self.sync_revocations()
+        await self.pull_revocations()
         rows = await key_store.usable_keys(self.database)
         if key_ring_version(rows) != self.keyring.version:
             self.keyring = key_ring_from_rows(rows, self.master_key)
@@ -249,6 +270,7 @@ class AppState:
     async def start(self) -> None:
         await self._open_vault()
         await self.refresh()
+        await self.revocation_fanout.start()
         await self.audit.start()
         await self.events.start()
         await self.usage_recorder.start()
@@ -265,7 +287,7 @@ class AppState:
             await self._openbao.close()  # revokes its token unless vault.openbao.revoke_token_on_close is false
             self._openbao = None
         await self.llm.aclose()
-        self.sso.close()
+        await self.sso.aclose()
         await self.idp_http.aclose()
         await self.budget_guard.aclose()
         await self.budget_alerts.aclose()
@@ -274,16 +296,26 @@ class AppState:
         await self.events.aclose()
         await self.audit.aclose()
         await self.rate_limiter.aclose()
+        await self.revocation_fanout.aclose()
         await self.database.dispose()
 
     async def _refresh_forever(self) -> None:
+        outage_since: float | None = None  # an outage is logged when it begins and when it ends, not every second
         while True:
             await asyncio.sleep(REFRESH_INTERVAL)
             try:
                 await self.refresh()
                 self.revocations.prune()
-            except Exception:  # the store may blip; keep serving from the last snapshot and retry
-                logger.exception("could not refresh state from the store")
+            except Exception as problem:  # the store may blip; keep serving from the last snapshot and retry
+                if not store_unavailable(problem):
+                    logger.exception("could not refresh state from the store")
+                elif outage_since is None:
+                    outage_since = time.monotonic()
+                    logger.error("the store is unreachable (%s): serving the last snapshot", type(problem).__name__)
+                continue
+            if outage_since is not None:
+                logger.warning("the store is reachable again after %.0f s", time.monotonic() - outage_since)
+                outage_since = None
 
 
 def key_ring_version(rows: list[key_store.KeyRow]) -> tuple[tuple[str, float], ...]:

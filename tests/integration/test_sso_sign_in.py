@@ -243,6 +243,15 @@ async def test_an_oidc_user_lands_with_the_mapped_role_and_the_sdk_calls_a_tool(
     assert jwt_claims(storage.tokens.access_token)["sub"] == user.id
 
 
+async def test_a_single_sign_on_begun_at_the_console_returns_there(gateway: RunningServer, idp: OidcIdp) -> None:
+    # The console sends a signed-out admin to /login?return_to=<console page>; the IdP round trip keeps it.
+    async with Browser(gateway.base_url) as browser:
+        page = await browser.get("/login?return_to=/console/audit")
+        landed = await single_sign_on(idp, "alice")(browser, page)
+        assert landed.status_code == 303, landed.text[:300]
+        assert landed.headers["location"] == "/console/audit"
+
+
 async def test_an_mfa_enforcing_role_refuses_an_oidc_sign_in_the_idp_did_not_prove(
     gateway: RunningServer, idp: OidcIdp
 ) -> None:

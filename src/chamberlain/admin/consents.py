@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from chamberlain.admin.auth import Admin
+from chamberlain.admin.auth import Admin, Administrator
 from chamberlain.admin.common import (
     DEFAULT_PAGE_SIZE,
     MAX_INTEGER_KEY,
@@ -71,10 +71,17 @@ async def delete_consent(
     consent_id: Annotated[int, Path(ge=1, le=MAX_INTEGER_KEY)],
     request: Request,
 ) -> Response:
-    tenant = admin.tenant
-    consent = await tenant.consents.get(consent_id)
+    consent = await admin.tenant.consents.get(consent_id)
     if consent is None:
         raise _not_found()
+    await withdraw_consent(admin, request, consent)
+    return Response(status_code=204)
+
+
+async def withdraw_consent(admin: Administrator, request: Request, consent: Consent) -> None:
+    """Records the withdrawal first, then removes the consent and revokes the user's grants to that client (also
+    the console's)."""
+    tenant = admin.tenant
     await record_change(
         admin,
         request,
@@ -84,7 +91,6 @@ async def delete_consent(
     )
     await tenant.consents.remove(consent.id)
     await revoke_grants(tenant, consent.user_id, "consent_withdrawn", client_id=consent.client_id)
-    return Response(status_code=204)
 
 
 def consent_out(consent: Consent) -> ConsentOut:

@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chamberlain.store.errors import RETRY_AFTER_SECONDS, store_unavailable
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"  # RFC 9457 §3
@@ -218,7 +220,17 @@ class ErrorContainment:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
-            logger.exception("unhandled error in the admin API on %s %s", scope.get("method"), scope.get("path"))
-            if not started:
+        except Exception as problem:
+            if started:
+                logger.exception("error in the admin API after its answer began on %s", scope.get("path"))
+            elif store_unavailable(problem):
+                # Fail closed and say so: 503 with Retry-After, and the pool reconnects when the store returns.
+                logger.debug("store unavailable: admin API %s (%s)", scope.get("path"), type(problem).__name__)
+                retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+                unavailable = problem_response(
+                    503, "the store is temporarily unavailable", kind="unavailable", headers=retry
+                )
+                await unavailable(scope, receive, send)
+            else:
+                logger.exception("unhandled error in the admin API on %s %s", scope.get("method"), scope.get("path"))
                 await problem_response(500, "internal error", kind="internal-error")(scope, receive, send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from chamberlain.admin.auth import Admin
+from chamberlain.admin.auth import Admin, Administrator
 from chamberlain.admin.common import problems, write_config_sections
 from chamberlain.admin.models import RolesOut
 from chamberlain.admin.problems import ProblemError
@@ -29,6 +29,19 @@ async def get_roles(admin: Admin) -> RolesOut:
     "roles (it would win), or when the caller would lose administrative functions by it.",
 )
 async def put_roles(document: RolesDocument, request: Request, admin: Admin) -> RolesOut:
+    await replace_roles(admin, request, document)
+    return roles_out(admin.tenant, document)
+
+
+async def replace_roles(admin: Administrator, request: Request, document: RolesDocument) -> None:
+    """Checks the replacement may be made, records it, stores it and applies it (also the console's)."""
+    check_replaceable(admin, document)
+    written = document.model_dump(mode="json", exclude_unset=True)
+    await write_config_sections(admin, request, "roles", ("roles",), {"roles": written})
+
+
+def check_replaceable(admin: Administrator, document: RolesDocument) -> None:
+    """Refuses (409) when the configuration file sets the roles, or the caller would lose administration."""
     tenant = admin.tenant
     if roles_from_file(tenant):
         raise ProblemError(
@@ -42,9 +55,6 @@ async def put_roles(document: RolesDocument, request: Request, admin: Admin) -> 
             "administrative",
             kind="self-lockout",
         )
-    written = document.model_dump(mode="json", exclude_unset=True)
-    await write_config_sections(admin, request, "roles", ("roles",), {"roles": written})
-    return roles_out(tenant, document)
 
 
 def roles_from_file(tenant: Tenant) -> bool:

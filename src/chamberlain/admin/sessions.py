@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from chamberlain.admin.auth import Admin
+from chamberlain.admin.auth import Admin, Administrator
 from chamberlain.admin.common import (
     DEFAULT_PAGE_SIZE,
     PRINTABLE,
@@ -60,11 +60,20 @@ async def revoke_session(handle: Handle, request: Request, admin: Admin) -> Resp
     session = next((session for session in await sessions.list() if session.handle == handle), None)
     if session is None:
         raise ProblemError(404, "no such session in this tenant")
-    await record_change(
-        admin, request, target=f"session:{handle}", before={"user_id": session.user_id}, after={"revoked": True}
-    )
-    await sessions.revoke(handle)
+    await end_session(admin, request, session)
     return Response(status_code=204)
+
+
+async def end_session(admin: Administrator, request: Request, session: BrowserSession) -> None:
+    """Records the revocation (refused, 503, when the audit log cannot), then ends the session (also the console's)."""
+    await record_change(
+        admin,
+        request,
+        target=f"session:{session.handle}",
+        before={"user_id": session.user_id},
+        after={"revoked": True},
+    )
+    await admin.tenant.browser_sessions.revoke(session.handle)
 
 
 def session_out(session: BrowserSession) -> SessionOut:

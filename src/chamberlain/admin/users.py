@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from chamberlain.admin.auth import Admin, is_administrator
+from chamberlain.admin.auth import Admin, Administrator, is_administrator
 from chamberlain.admin.common import (
     DEFAULT_PAGE_SIZE,
     PRINTABLE,
@@ -177,10 +177,14 @@ async def delete_user(request: Request, user_id: UserId, admin: Admin) -> Respon
     "issued from them) and withdraws their consents, so every client must ask again.",
 )
 async def revoke_user(request: Request, user_id: UserId, admin: Admin) -> UserRevocation:
-    tenant = admin.tenant
-    user = await existing_user(tenant, user_id)
+    user = await existing_user(admin.tenant, user_id)
+    return await sign_out(admin, request, user)
+
+
+async def sign_out(admin: Administrator, request: Request, user: User) -> UserRevocation:
+    """Records it first, then signs the user out everywhere (also the console's "Sign out everywhere")."""
     await record_change(admin, request, target=f"user:{user.id}", after={"signed_out_everywhere": True})
-    return await sign_out_everywhere(tenant, user.id, "user_signed_out")
+    return await sign_out_everywhere(admin.tenant, user.id, "user_signed_out")
 
 
 # -- shared with the other resources ---------------------------------------------------------------------------------

@@ -3,10 +3,14 @@
 `record()` appends to an in-memory queue and returns (a deque append: well under the 20 µs the request path may
 spend). A background task takes up to `batch_size` queued events, links them into their tenant's chain and writes
 them in one transaction. `record_durably()` waits for that commit; if the log cannot be written it raises
-`AuditUnavailable` and the caller refuses its action. Events that are not durable yet are kept and retried while
-the process lives; a batch is one transaction, so a crash leaves whole batches or nothing, never a broken chain.
-Several processes may write one tenant's chain: the (tenant, seq) key makes a second writer of the same position
-fail, and it re-reads the head and tries again.
+`AuditUnavailable` and the caller refuses its action. Events that are not durable yet are kept, in order, and
+retried with back-off (at most every 5 s) while the process lives, so a store outage delays them and loses none; the
+outage is logged when it begins and when it ends (store/errors.py WriteFailures). The queue is bounded by
+`queue_limit`: beyond it new events are refused, counted and logged (durable ones raise instead). A batch is one
+transaction, so a crash leaves whole batches or nothing, never a broken chain.
+Several processes may write one tenant's chain: on PostgreSQL they take turns (a transaction-scoped advisory lock
+per chain, store/locks.py); and the (tenant, seq) key makes a second writer of the same position fail (a head
+cached before another wrote), after which it re-reads the head and tries again.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from chamberlain.audit.records import canonical_body, genesis_hash, record_hash
 from chamberlain.audit.settings import AuditSettings
 from chamberlain.crypto.master_key import MasterKey
 from chamberlain.store.database import Connection, Database, insert_rows
+from chamberlain.store.errors import WriteFailures
+from chamberlain.store.locks import lock_for_transaction
 from chamberlain.store.schema import audit_events
 
 logger = logging.getLogger(__name__)
 _HASH = [column.name for column in audit_events.columns].index("hash")
-_RETRY_DELAYS = (0.05, 0.2, 1.0, 5.0)
 
 
 class AuditUnavailable(Exception):
@@ -56,6 +61,7 @@ class AuditLog:
         self._hurry = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0  # events refused because the queue was full (never durable ones: those raise)
+        self._dropped_logged = 0
 
     # -- the request path ----------------------------------------------------------------------------------------
 
@@ -65,6 +71,7 @@ class AuditLog:
             return
         if len(self._queue) >= self._settings.queue_limit:
             self.dropped += 1
+            self._wake.set()  # the writer logs the count
             return
         self._queue.append((event, None))
         self._drained.clear()
@@ -110,6 +117,7 @@ class AuditLog:
         for _, committed in self._queue:
             if committed is not None and not committed.done():
                 committed.set_exception(AuditUnavailable("the audit log shut down"))
+        self._log_drops()
         if self._queue:
             logger.error("the audit log stopped with %d events unwritten", len(self._queue))
 
@@ -123,8 +131,9 @@ class AuditLog:
     # -- writing -------------------------------------------------------------------------------------------------
 
     async def _write_forever(self) -> None:
-        failures = 0
+        failures = WriteFailures(logger, "audit events")
         while True:
+            self._log_drops()
             if not self._queue:
                 if self._closing:
                     return
@@ -140,23 +149,34 @@ class AuditLog:
             try:
                 await self._commit([event for event, _ in batch])
             except Exception as problem:  # the store is down or refused: durable callers are told, the rest retried
-                failures += 1
-                logger.error("could not write %d audit events: %s", len(batch), type(problem).__name__)
+                # Back at the head of the queue in their order: when the store returns they are chained and written
+                # exactly as they would have been (the head is re-read only after a commit that succeeded).
                 for event, committed in reversed(batch):
                     if committed is None:
                         self._queue.appendleft((event, None))
                     elif not committed.done():
                         committed.set_exception(AuditUnavailable("the audit log cannot be written"))
-                if self._closing and failures >= len(_RETRY_DELAYS):
+                delay = failures.failed(len(self._queue), problem)
+                if self._closing and failures.given_up:
                     return
-                await asyncio.sleep(_RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1])
+                await asyncio.sleep(delay)
                 continue
-            failures = 0
+            failures.succeeded()
             for _, committed in batch:
                 if committed is not None and not committed.done():
                     committed.set_result(None)
             if not self._queue:
                 self._drained.set()
+
+    def _log_drops(self) -> None:
+        if self.dropped != self._dropped_logged:
+            logger.error(
+                "audit queue full (%d events): %d events refused (%d in all)",
+                self._settings.queue_limit,
+                self.dropped - self._dropped_logged,
+                self.dropped,
+            )
+            self._dropped_logged = self.dropped
 
     async def _lingering(self) -> None:
         """Waits up to `commit_delay` for more events, returning early when a batch is full, a durable event
@@ -190,7 +210,11 @@ class AuditLog:
         heads: dict[str, tuple[int, bytes]] = {}
         keys_read: dict[str, dict[str, bytes | None]] = {}
         async with self._database.begin() as connection:
-            for tenant, events in by_tenant.items():
+            # Sorted: writers lock the chains of a batch in one order, so two of them never wait on each other.
+            for tenant, events in sorted(by_tenant.items()):
+                # Replicas write one tenant's chain one at a time, so the head read next is the latest; without the
+                # lock, writers racing for the same position kept failing on the (tenant, seq) key under load.
+                await lock_for_transaction(self._database, connection, "chamberlain.audit.chain", tenant)
                 seq, previous = await self._head(connection, tenant)
                 subjects = {subject for event in events if event.personal and (subject := _subject_of(event))}
                 keys = await self._subject_keys.keys(connection, tenant, subjects, create=True) if subjects else {}

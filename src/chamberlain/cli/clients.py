@@ -19,6 +19,7 @@ from chamberlain.cli.common import (
     run,
     settings_from,
 )
+from chamberlain.oauth.revocation_fanout import announce_revocations
 from chamberlain.store.clients import ClientRecord, ClientRepository
 from chamberlain.store.consents import ConsentRepository
 from chamberlain.store.grants import GrantRepository
@@ -100,6 +101,7 @@ def revoke(
             revoked = await grants.revoke_client_grants(client_id, "client_revoked")
             await grants.revoke_client_tokens(client_id, longest_token_lifetime=settings.tokens.access_token_ttl)
             await ConsentRepository(database, settings.tenant).withdraw_client(client_id)
+            await announce_revocations(settings.redis_url, database)
             return revoked
 
     revoked = run(revoke_client())

@@ -26,6 +26,10 @@ _UVICORN_OPTIONS: dict[str, Any] = {
     "access_log": False,
     "server_header": False,
     "proxy_headers": False,
+    # Graceful shutdown (issue 10): after SIGTERM (and the drain delay), in-flight requests and streams get this
+    # many seconds before they are cancelled; then the lifespan writes the queued audit events and usage records.
+    # Below Kubernetes' terminationGracePeriodSeconds (40) less the preStop pause (5), with room for that flush.
+    "timeout_graceful_shutdown": 25,
 }
 
 

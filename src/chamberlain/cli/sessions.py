@@ -19,6 +19,7 @@ from chamberlain.cli.common import (
     settings_from,
     tenant_store,
 )
+from chamberlain.oauth.revocation_fanout import announce_revocations
 from chamberlain.sessions.revocation import UserRevocation, revoke_user
 from chamberlain.store.browser_sessions import BrowserSessionRepository
 from chamberlain.store.consents import ConsentRepository
@@ -90,13 +91,15 @@ def revoke(
                 after={"revoked": "sessions, grants, consents"},
                 tenant=tenant_id,
             )
-            return await revoke_user(
+            done = await revoke_user(
                 found.id,
                 users=users,
                 grants=GrantRepository(database, tenant_id),
                 consents=ConsentRepository(database, tenant_id),
                 sessions=BrowserSessionRepository(database, tenant_id),
             )
+            await announce_revocations(settings.redis_url, database)
+            return done
 
     done = run(revoke_everything())
     console.print(

@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 from chamberlain.cost.records import UsageRecord
 from chamberlain.store.database import Database
+from chamberlain.store.errors import WriteFailures
 from chamberlain.store.usage import append_usage, usage_row
 
 logger = logging.getLogger(__name__)
-_RETRY_DELAYS = (0.05, 0.2, 1.0, 5.0)
 
 Listener = Callable[[UsageRecord], None]
 
@@ -93,7 +93,7 @@ class UsageRecorder:
     # -- writing -------------------------------------------------------------------------------------------------
 
     async def _write_forever(self) -> None:
-        failures = 0
+        failures = WriteFailures(logger, "usage records")
         while True:
             self._log_drops()
             if not self._queue:
@@ -116,14 +116,13 @@ class UsageRecorder:
                     async with self._database.begin() as connection:
                         await append_usage(connection, rows)
             except Exception as problem:  # the store is down or refused: keep the records and try again
-                failures += 1
-                logger.error("could not write %d usage records: %s", len(batch), type(problem).__name__)
                 self._queue.extendleft(reversed(batch))
-                if self._closing and failures >= len(_RETRY_DELAYS):
+                delay = failures.failed(len(self._queue), problem)
+                if self._closing and failures.given_up:
                     return
-                await asyncio.sleep(_RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1])
+                await asyncio.sleep(delay)
                 continue
-            failures = 0
+            failures.succeeded()
             if not self._queue:
                 self._drained.set()
 

@@ -23,6 +23,7 @@ UPSTREAM_FAILED = -32002
 SESSION_NOT_FOUND = -32003
 AUDIT_UNAVAILABLE = -32004
 RATE_LIMITED = -32005  # with HTTP 429 and Retry-After (or 503 when the limiter's store is down and fails closed)
+STORE_UNAVAILABLE = -32006  # with HTTP 503 and Retry-After: the gateway's own store cannot be reached
 
 RequestId = str | int
 
@@ -107,6 +108,12 @@ def target_name(message: ClientMessage) -> tuple[Kind, str] | None:
 
 def error_response(request_id: RequestId | None, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def store_unavailable_body(request_id: RequestId | None = None) -> bytes:
+    """The JSON-RPC error for a request that needed the gateway's store while it is down. The id is null when the
+    request could not be read back (JSON-RPC 2.0 §5: null when the id could not be determined)."""
+    return encode(error_response(request_id, STORE_UNAVAILABLE, "the gateway is temporarily unavailable; retry later"))
 
 
 def encode(document: object) -> bytes:

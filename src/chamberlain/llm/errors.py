@@ -58,6 +58,12 @@ def error_event(kind: ErrorType, message: str) -> bytes:
     return b"event: error\ndata: " + error_body(kind, message) + b"\n\n"
 
 
+def store_unavailable_body() -> bytes:
+    """For a request that needed the gateway's store while it is down, sent with 503 and `retry-after` (the SDKs
+    retry 5xx after it)."""
+    return error_body(error_type_for(503), "the gateway is temporarily unavailable; retry later")
+
+
 class LlmError(Exception):
     """A refusal or failure to answer in the Anthropic format. `message` is safe to show: no secrets, no content."""
 

@@ -263,8 +263,10 @@ def login_page(
     email: str = "",
     totp_required: bool = False,
     status_code: int = 200,
+    return_to: str = "",
 ) -> Response:
-    return_to = _without_prompt_login(authorization) if authorization else ""
+    """The sign-in form; it continues the authorization request, else goes to `return_to` (a console page)."""
+    return_to = _without_prompt_login(authorization) if authorization else return_to
     browser_value, fresh = app.csrf.browser_value(request)
     sso = app.config.sso
     context = {

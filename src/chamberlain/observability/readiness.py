@@ -9,14 +9,23 @@ open. The migration check reads the schema's revision and the code's head (Alemb
 for the latter): its answer is kept for `migrations_ttl` seconds, since migrations change only when an operator
 runs `chamberlain migrate`. The body names which dependency failed and how in a few words (the exception's type),
 never a URL, host name or message that could carry credentials.
+
+Graceful shutdown: from SIGTERM on, the replica is draining and /readyz answers 503 at once, without probing. With a
+drain delay, the signal reaches uvicorn only that many seconds later, so a load balancer that polls /readyz (rather
+than Kubernetes, whose preStop pause does the same) stops sending while the replica still serves; then uvicorn
+stops accepting, lets in-flight requests and streams finish (bounded by its `timeout_graceful_shutdown`) and the
+lifespan's shutdown flushes the queued audit events and usage records (AppState.close).
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Final
 
 from sqlalchemy import text
@@ -50,6 +59,7 @@ class Readiness:
     _redis: RedisPool | None = field(default=None, init=False)
     _migrations: tuple[float, str] | None = field(default=None, init=False)  # (checked at, answer)
     _last: tuple[float, Report] | None = field(default=None, init=False)
+    draining: bool = field(default=False, init=False)  # set at SIGTERM: never ready again
 
     def __post_init__(self) -> None:
         if self.redis_url is not None:
@@ -61,6 +71,8 @@ class Readiness:
     async def check(self) -> Report:
         """The dependencies' states, probed at most once per `report_ttl`: /readyz is reachable by anyone who can
         reach the port, and a flood of probes must not become a flood of store queries."""
+        if self.draining:
+            return _DRAINING
         now = time.monotonic()
         if self._last is not None and now - self._last[0] < self.report_ttl:
             return self._last[1]
@@ -102,6 +114,38 @@ class Readiness:
         assert self._redis is not None
         reply = await self._redis.execute(b"PING")
         return "ok" if reply == b"PONG" else "unexpected reply"
+
+
+_DRAINING: Final = Report({"shutdown": "draining"})
+
+
+def drain_on_sigterm(readiness: Readiness, delay: float = 0.0) -> Callable[[], None]:
+    """Marks `readiness` draining at SIGTERM, then hands the signal to the handler installed before (uvicorn's,
+    which starts its graceful shutdown) after `delay` seconds; a second SIGTERM hands it over at once. Returns the
+    function that puts the previous handler back. Does nothing off the main thread (signals are delivered there) or
+    when no Python handler was installed (no server to hand the signal to)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        return lambda: None
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        first = not readiness.draining
+        readiness.draining = True
+        if first and delay > 0:
+            # A signal handler runs between two bytecodes of the loop's thread: schedule through the thread-safe
+            # entry (it wakes the loop), not call_later directly.
+            loop.call_soon_threadsafe(loop.call_later, delay, previous, signum, None)
+        else:
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 async def readyz(request: Request) -> Response:

@@ -33,6 +33,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 Parameters = Mapping[str, Any] | None
 ExecuteParameters = Parameters | Sequence[Mapping[str, Any]]  # a list of rows: executemany
+_CONNECT_TIMEOUT = 5.0  # seconds for a new PostgreSQL connection (TCP and startup)
+_POOL_TIMEOUT = 10.0  # seconds a request waits for a pooled connection before failing as "store unavailable"
 
 
 class Connection(Protocol):
@@ -71,9 +73,18 @@ class _PostgresDatabase:
     def __init__(self, url: URL) -> None:
         self.url = url
         # No pre-ping: it is one more round trip on every checkout. A connection that died (a PostgreSQL restart)
-        # fails its request once with a server_error and SQLAlchemy then discards the pool's stale connections.
+        # fails its request once (503, store/errors.py) and SQLAlchemy then invalidates the whole pool, so the
+        # next checkouts connect afresh: service resumes by itself when the server is back. A connection attempt
+        # gives up after `_CONNECT_TIMEOUT` (asyncpg waits 60 s by default), so an unreachable host holds a request
+        # seconds, not a minute; `pool_timeout` bounds the wait for a free connection likewise.
         self._engine: AsyncEngine = create_async_engine(
-            url, pool_size=10, max_overflow=20, pool_pre_ping=False, pool_recycle=1800
+            url,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=False,
+            pool_recycle=1800,
+            pool_timeout=_POOL_TIMEOUT,
+            connect_args={"timeout": _CONNECT_TIMEOUT},
         )
 
     def begin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import RowMapping, bindparam, select, update
+from sqlalchemy import RowMapping, bindparam, func, select, update
 
 from chamberlain.store.database import Connection, Database
 from chamberlain.store.schema import authorization_codes, grants, refresh_tokens, revocations, users
@@ -308,6 +308,12 @@ async def revocations_since(database: Database, last_id: int) -> list[Revocation
             .order_by(revocations.c.id)
         )
         return [Revocation(row.id, row.kind, row.value, row.expires_at) for row in rows]
+
+
+async def latest_revocation_id(database: Database) -> int:
+    """The feed's highest id (0 when empty)."""
+    async with database.connect() as connection:
+        return int(await connection.scalar(select(func.coalesce(func.max(revocations.c.id), 0))) or 0)
 
 
 def _code(row: RowMapping) -> AuthorizationCode:

@@ -101,7 +101,7 @@ class UserRepository:
             rows = await connection.execute(
                 select(users).where(users.c.tenant_id == self._tenant_id).order_by(users.c.username)
             )
-            return [_user(row) for row in rows.mappings()]
+            return [user_from_row(row) for row in rows.mappings()]
 
     async def page(self, *, after: str | None, limit: int) -> builtins.list[User]:
         """Up to `limit` users ordered by name, after the name `after`: keyset paging, so a page is stable while
@@ -111,7 +111,7 @@ class UserRepository:
             query = query.where(users.c.username > after)
         async with self._database.connect() as connection:
             rows = await connection.execute(query.order_by(users.c.username).limit(limit))
-            return [_user(row) for row in rows.mappings()]
+            return [user_from_row(row) for row in rows.mappings()]
 
     async def update_account(
         self, user_id: str, *, roles: tuple[str, ...] | None = None, disabled: bool | None = None
@@ -196,10 +196,10 @@ class UserRepository:
                 .mappings()
                 .first()
             )
-            return _user(row) if row else None
+            return user_from_row(row) if row else None
 
 
-def _user(row: RowMapping) -> User:
+def user_from_row(row: RowMapping) -> User:
     data = dict(row)
     data["roles"] = tuple(data["roles"])
     data["must_change_password"] = bool(data["must_change_password"])

@@ -7,15 +7,15 @@ source and name it is given. `tenants_with_secrets` alone spans tenants: KEK rot
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, RowMapping, and_, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import RowMapping, and_, delete, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from chamberlain.store.database import Database
+from chamberlain.store.locks import lock_for_transaction
 from chamberlain.store.schema import vault_credentials, vault_secret_versions
 from chamberlain.vault.backend import SecretRef, VaultError
 from chamberlain.vault.settings import CredentialKind
@@ -117,11 +117,9 @@ class VaultRepository:
         caller tries again."""
         try:
             async with self._database.begin() as connection:
-                if self._database.url.get_backend_name() == "postgresql":
-                    await connection.execute(
-                        select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger))),
-                        {"key": _lock_key(self._tenant_id, source, name)},
-                    )
+                await lock_for_transaction(
+                    self._database, connection, "chamberlain.vault", self._tenant_id, source, name
+                )
                 newest = await connection.scalar(
                     select(func.max(_versions.c.version)).where(self._secret(source, name))
                 )
@@ -372,12 +370,6 @@ async def tenants_with_secrets(database: Database) -> list[str]:
     async with database.connect() as connection:
         rows = await connection.execute(select(_versions.c.tenant_id).distinct().order_by(_versions.c.tenant_id))
         return [str(tenant) for tenant in rows.scalars()]
-
-
-def _lock_key(tenant: str, source: str, name: str) -> int:
-    """A signed 64-bit advisory lock key for one secret (a collision only serialises two unrelated writers)."""
-    digest = hashlib.sha256("\x00".join(("chamberlain.vault", tenant, source, name)).encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _stored_version(row: RowMapping) -> StoredVersion:

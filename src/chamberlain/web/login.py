@@ -18,7 +18,7 @@ from chamberlain.store.users import User
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
 from chamberlain.web.pages import message_page, render
-from chamberlain.web.signed_in import authorization_of, signed_in
+from chamberlain.web.signed_in import authorization_of, console_return, signed_in
 from chamberlain.web.sso import audit_sign_in, refused_page, signed_in_through
 
 PASSWORD_PURPOSE = "password-change"
@@ -32,7 +32,8 @@ _MESSAGES = {
 
 async def show_login(request: Request) -> Response:
     app = tenant_of(request)
-    return login_page(app, request, None)
+    return_to = console_return(app, request.query_params.get("return_to", "")) or ""
+    return login_page(app, request, None, return_to=return_to)
 
 
 async def submit_login(request: Request) -> Response:
@@ -65,10 +66,12 @@ async def submit_login(request: Request) -> Response:
     if refusal is not None:
         return message_page("Second factor required", refusal, status_code=403)
     if result.outcome is not LoginOutcome.OK or result.user is None:
+        # The form again, continuing what it continued: the authorization request, or the console page.
         return login_page(
             app,
             request,
             authorization,
+            return_to=console_return(app, return_to) or "",
             error=_MESSAGES[result.outcome],
             username=username,
             totp_required=result.outcome is LoginOutcome.TOTP_REQUIRED,

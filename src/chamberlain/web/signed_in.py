@@ -1,5 +1,5 @@
 """Where a person goes once signed in, whichever way they signed in (local password, IdP, directory): back to the
-authorization request, or to the connect page the sign-in began at, with a new browser session."""
+authorization request, or to the connect or console page the sign-in began at, with a new browser session."""
 
 from __future__ import annotations
 
@@ -35,17 +35,28 @@ async def signed_in(
     *,
     mfa: bool | None = None,
 ) -> Response:
-    # Back to the authorization request, or to the connect page the sign-in began at (only this tenant's own).
+    # Back to the authorization request, or to the connect or console page the sign-in began at (this tenant's own).
     if authorization is not None:
         target = app.path(f"/authorize?{authorization.query}")
     else:
-        target = connect.return_path(app, return_to) or app.path("/login/done")
+        target = connect.return_path(app, return_to) or console_return(app, return_to) or app.path("/login/done")
     response = RedirectResponse(target, status_code=303)
     await start_session(
         app, request, response, user, client_id=authorization.client.client_id if authorization else None
     )
     emit.session_created(app.audit.log, request, app.id, user.id, mfa=user_has_mfa(user) if mfa is None else mfa)
     return response
+
+
+def console_return(app: Tenant, return_to: str) -> str | None:
+    """`return_to` when it is a path of this tenant's admin console, else None: only ever a same-origin path under
+    {issuer}/console, never a URL the request could point elsewhere (an open redirect, CWE-601)."""
+    console = app.path("/console")
+    if not (return_to == console or return_to.startswith((console + "/", console + "?"))):
+        return None
+    if len(return_to) > 2000 or any(character in return_to for character in "\\\x00\r\n\t") or "/../" in return_to:
+        return None
+    return return_to
 
 
 async def authorization_of(app: Tenant, return_to: str) -> AuthorizationRequest | None:
