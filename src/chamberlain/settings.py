@@ -107,6 +107,10 @@ class Settings(_Section):
     # Graceful shutdown: seconds from SIGTERM until the gateway stops accepting, while /readyz answers 503 so a load
     # balancer polling it stops sending (Kubernetes: leave 0, the preStop pause does this).
     shutdown_drain_seconds: float = Field(0.0, ge=0, le=300)
+    # Then in-flight requests and streams get this long to finish before they are cancelled (what they used is still
+    # accounted). Keep it below Kubernetes' terminationGracePeriodSeconds (40) less the preStop pause (5), with
+    # room for writing the queued audit events and usage records.
+    shutdown_grace_seconds: float = Field(25.0, ge=0, le=3600)
     # The credential vault (vault/): where its key-encryption key comes from, default maximum ages.
     vault: VaultSettings = VaultSettings()
     # `chamberlain serve` on a Unix socket instead of TCP, and who may connect to it (transport/).

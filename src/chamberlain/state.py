@@ -54,6 +54,7 @@ from chamberlain.store import keys as key_store
 from chamberlain.store.database import Database, create_database, pending_migrations
 from chamberlain.store.errors import store_unavailable
 from chamberlain.store.grants import revocations_since
+from chamberlain.store.seen_identifiers import purge_expired
 from chamberlain.store.servers import Server, configured_servers, merge_servers
 from chamberlain.store.tenants import TenantRepository, TenantRow
 from chamberlain.tenancy.config import TenantConfig
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 REFRESH_INTERVAL = 1.0
+PURGE_INTERVAL = 300.0  # seconds between purges of expired one-time identifiers (store/seen_identifiers.py)
 
 
 class NotInitialised(Exception):
@@ -301,11 +303,15 @@ class AppState:
 
     async def _refresh_forever(self) -> None:
         outage_since: float | None = None  # an outage is logged when it begins and when it ends, not every second
+        next_purge = time.monotonic() + PURGE_INTERVAL
         while True:
             await asyncio.sleep(REFRESH_INTERVAL)
             try:
                 await self.refresh()
                 self.revocations.prune()
+                if time.monotonic() >= next_purge:  # expired one-time identifiers, off the sign-in path
+                    await purge_expired(self.database)
+                    next_purge = time.monotonic() + PURGE_INTERVAL
             except Exception as problem:  # the store may blip; keep serving from the last snapshot and retry
                 if not store_unavailable(problem):
                     logger.exception("could not refresh state from the store")

@@ -23,9 +23,8 @@ import redis
 from chamberlain.gateway.jsonrpc import RATE_LIMITED
 from chamberlain.identity.passwords import hash_password
 from chamberlain.store.users import UserRepository
-from tests.integration.test_revocation_fanout import own_redis
 from tests.support.anthropic_upstream import running_anthropic_upstream
-from tests.support.faults import require_redis_server, stored
+from tests.support.faults import stored
 from tests.support.llm_gateway import (
     ROLES,
     TEAM_KEY,
@@ -39,7 +38,7 @@ from tests.support.llm_gateway import (
 from tests.support.mcp_calls import MCP_HEADERS, call_mcp
 from tests.support.oauth import refresh
 from tests.support.pg_cluster import PgCluster, pg_available, pg_cluster
-from tests.support.redis import IN_CI
+from tests.support.redis import IN_CI, own_redis, require_redis_server
 from tests.support.replicas import gateway_process, prepare_store, run_sync, store_llm_api_keys, user_tokens
 from tests.support.server import USER_PASSWORD, RunningServer, free_port, running_server
 from tests.support.tenants import access_token

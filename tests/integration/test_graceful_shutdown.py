@@ -5,6 +5,7 @@ nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -13,10 +14,8 @@ from pathlib import Path
 from types import FrameType
 
 import httpx
-import pytest
 
 from chamberlain.observability.readiness import Readiness, drain_on_sigterm
-from chamberlain.settings import Settings
 from chamberlain.store.database import create_database
 from tests.support.anthropic_upstream import Answer, running_anthropic_upstream
 from tests.support.faults import stored
@@ -82,6 +81,18 @@ async def test_without_a_drain_delay_the_server_hears_sigterm_at_once() -> None:
         await database.dispose()
 
 
+async def _stream(http: httpx.AsyncClient, token: str, request_id: str) -> tuple[int, bytes]:
+    headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01", "x-request-id": request_id}
+    async with http.stream("POST", "/v1/messages", json=STREAM, headers=headers) as response:
+        return response.status_code, await response.aread()
+
+
+async def _under_way(upstream_received: list[object], before: int) -> None:
+    # The stand-in records in its own thread: nothing to await but its list growing.
+    while len(upstream_received) == before:  # noqa: ASYNC110 - until the stream is under way upstream
+        await asyncio.sleep(0.01)
+
+
 async def _burst_then_sigterm(
     base_url: str, process: subprocess.Popen[bytes], upstream_received: list[object]
 ) -> dict[str, object]:
@@ -94,21 +105,10 @@ async def _burst_then_sigterm(
             headers = {**MCP_HEADERS, "Authorization": f"Bearer {mcp['access_token']}", "X-Request-Id": request_id}
             return await http.post("/mcp/demo", json=body, headers=headers)
 
-        async def stream(request_id: str) -> tuple[int, bytes]:
-            headers = {
-                "authorization": f"Bearer {llm['access_token']}",
-                "anthropic-version": "2023-06-01",
-                "x-request-id": request_id,
-            }
-            async with http.stream("POST", "/v1/messages", json=STREAM, headers=headers) as response:
-                return response.status_code, await response.aread()
-
         stream_id = f"drain-stream-{secrets.token_hex(6)}"
         received = len(upstream_received)
-        streaming = asyncio.create_task(stream(stream_id))
-        # The stand-in records in its own thread: nothing to await but its list growing.
-        while len(upstream_received) == received:  # noqa: ASYNC110 - until the stream is under way upstream
-            await asyncio.sleep(0.01)
+        streaming = asyncio.create_task(_stream(http, llm["access_token"], stream_id))
+        await _under_way(upstream_received, received)
         tool_ids = [f"drain-tool-{secrets.token_hex(6)}" for _ in range(BURST)]
         answers = await asyncio.gather(*(tool(request_id) for request_id in tool_ids))
         assert not streaming.done()
@@ -146,8 +146,6 @@ def test_a_sigterm_right_after_a_burst_finishes_the_stream_in_flight_and_loses_n
 
 
 def test_with_a_drain_delay_a_sigterm_makes_readyz_answer_503_while_the_replica_still_serves(tmp_path: Path) -> None:
-    if "shutdown_drain_seconds" not in Settings.model_fields:
-        pytest.skip("settings.shutdown_drain_seconds is not wired yet")
     prepare_store(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", config={"shutdown_drain_seconds": 2})
     port = free_port()
     with spawned_gateway(tmp_path, port, tmp_path / "gateway.log") as process:
@@ -160,3 +158,33 @@ def test_with_a_drain_delay_a_sigterm_makes_readyz_answer_503_while_the_replica_
         assert answer.json() == {"status": "not ready", "checks": {"shutdown": "draining"}}
         assert httpx.get(f"{base_url}/healthz").status_code == 200  # alive: only out of rotation
         process.wait(timeout=30)  # then uvicorn's graceful shutdown, and the process ends by itself
+
+
+async def _stream_then_sigterm(base_url: str, process: subprocess.Popen[bytes], upstream_received: list[object]) -> str:
+    llm = await user_tokens(base_url, f"{base_url}/llm")
+    stream_id = f"cut-stream-{secrets.token_hex(6)}"
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        received = len(upstream_received)
+        streaming = asyncio.create_task(_stream(http, llm["access_token"], stream_id))
+        await _under_way(upstream_received, received)
+        await asyncio.sleep(1.0)  # message_start, with the model and input tokens, has been relayed
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(httpx.HTTPError):  # cut off by the shutdown bound
+            await streaming
+        await asyncio.to_thread(process.wait, 30)
+    return stream_id
+
+
+def test_a_stream_cut_off_by_the_shutdown_bound_is_still_accounted(tmp_path: Path) -> None:
+    # The upstream spent tokens on a stream the shutdown cut: its usage record is written all the same.
+    with running_anthropic_upstream() as upstream:
+        upstream.default = Answer(event_delay=0.5)  # about seven seconds of stream
+        config = {"llm": llm_settings(upstream), "roles": ROLES, "shutdown_grace_seconds": 1}
+        prepare_store(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", config=config)
+        store_llm_api_keys(tmp_path, {"main": UPSTREAM_KEY, "platform": TEAM_KEY})
+        port = free_port()
+        with spawned_gateway(tmp_path, port, tmp_path / "gateway.log") as process:
+            stream_id = run_sync(_stream_then_sigterm(f"http://127.0.0.1:{port}", process, upstream.received))
+    found = run_sync(stored(tmp_path))
+    assert stream_id in found.metered
+    assert found.problem is None, found.problem

@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ from chamberlain.store.grants import GrantRepository, Revocation, latest_revocat
 from chamberlain.store.schema import revocations
 from tests.conftest import require_postgres
 from tests.support.databases import migrate_url, opened_database
-from tests.support.redis import REDIS_URL, require_redis
+from tests.support.redis import REDIS_URL, own_redis, require_redis, require_redis_server
 from tests.support.server import free_port, postgres_database, random_name
 
 PASSWORD = "fanout-secret-password"
@@ -201,31 +198,8 @@ async def commit_out_of_order(url: str) -> None:
     assert listed.is_revoked(grant_id="late", jti="-", tenant="default", client_id="-")
 
 
-@contextlib.contextmanager
-def own_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A redis-server of this test's own on loopback (never the shared one on 6379), stopped afterwards."""
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            assert process.poll() is None, "redis-server exited"
-            assert time.monotonic() < deadline, "redis-server did not start listening"
-            time.sleep(0.02)
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 async def test_after_a_redis_restart_the_subscriber_rereads_the_feed_and_hears_again() -> None:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    require_redis_server()
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     channel = random_name("revocations")

@@ -3,11 +3,9 @@ and usage records) and whether the audit chain verifies; and the own redis-serve
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from chamberlain.audit.checkpoints import public_keys
@@ -17,7 +15,6 @@ from chamberlain.audit.verify import verify_tenant
 from chamberlain.settings import load_settings
 from chamberlain.store.database import create_database
 from chamberlain.store.schema import usage_records
-from tests.support.redis import IN_CI
 
 
 @dataclass(frozen=True)
@@ -40,13 +37,3 @@ async def stored(data_dir: Path) -> Stored:
     finally:
         await database.dispose()
     return Stored(audited, metered, verification.problem.message if verification.problem is not None else None)
-
-
-def require_redis_server() -> None:
-    """Tests that stop and start a Redis run their own (never the shared one): skipped without redis-server, but
-    failed under CI=true."""
-    if shutil.which("redis-server") is not None:
-        return
-    if IN_CI:
-        pytest.fail("redis-server is required in CI")
-    pytest.skip("redis-server is not installed")

@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -87,3 +90,38 @@ def redis_prefix(label: str = "test") -> Iterator[RedisTarget]:
 def redis_target() -> Iterator[RedisTarget]:
     with redis_prefix() as target:
         yield target
+
+
+def require_redis_server() -> None:
+    """Tests that stop and start a Redis run their own (never the shared one): skipped without redis-server, but
+    failed under CI=true."""
+    if shutil.which("redis-server") is not None:
+        return
+    if IN_CI:
+        pytest.fail("redis-server is required in CI")
+    pytest.skip("redis-server is not installed")
+
+
+REDIS_START_WAIT = 10.0  # seconds for a private redis-server to listen
+
+
+@contextlib.contextmanager
+def own_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A redis-server of this test's own on loopback (never the shared one on 6379), stopped afterwards."""
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + REDIS_START_WAIT
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            assert process.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not start listening"
+            time.sleep(0.02)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from chamberlain.admin.problems import PROBLEM_MEDIA_TYPE, ErrorContainment, install_problem_handlers
 from chamberlain.app import _store_error, _store_outage, _unexpected_error
 from chamberlain.gateway.jsonrpc import STORE_UNAVAILABLE
+from chamberlain.scim.app import _unexpected_error as scim_unexpected_error
 from chamberlain.store.errors import RETRY_AFTER_SECONDS
 
 REFUSED = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
@@ -119,3 +120,14 @@ async def test_the_admin_api_answers_a_problem(error: Exception, status: int, ki
     else:
         assert response.json()["type"] == kind
     assert "5432" not in response.text
+
+
+@pytest.mark.parametrize(("error", "status"), [(REFUSED, 503), (RuntimeError("a bug"), 500)])
+async def test_scim_answers_a_scim_error(error: Exception, status: int) -> None:
+    # SCIM is a mounted application with its own error handling: still RFC 7644 §3.12 errors, never plain text.
+    response = await scim_unexpected_error(request("/scim/v2/Users"), error)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/scim+json")
+    assert body(response)["status"] == str(status)
+    assert ("retry-after" in response.headers) == (status == 503)
+    assert b"5432" not in bytes(response.body)

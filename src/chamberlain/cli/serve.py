@@ -26,11 +26,13 @@ _UVICORN_OPTIONS: dict[str, Any] = {
     "access_log": False,
     "server_header": False,
     "proxy_headers": False,
-    # Graceful shutdown (issue 10): after SIGTERM (and the drain delay), in-flight requests and streams get this
-    # many seconds before they are cancelled; then the lifespan writes the queued audit events and usage records.
-    # Below Kubernetes' terminationGracePeriodSeconds (40) less the preStop pause (5), with room for that flush.
-    "timeout_graceful_shutdown": 25,
 }
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    # Graceful shutdown: after SIGTERM (and the drain delay), in-flight requests and streams get
+    # `shutdown_grace_seconds` before they are cancelled; then the lifespan writes queued audit events and usage.
+    return {**_UVICORN_OPTIONS, "timeout_graceful_shutdown": settings.shutdown_grace_seconds}
 
 
 def serve(
@@ -75,7 +77,7 @@ def serve(
         _serve_tls(settings)
         return
     console.print(f"Chamberlain listening on http://{settings.host}:{settings.port}  issuer {settings.public_url}")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **_UVICORN_OPTIONS)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **_uvicorn_options(settings))
 
 
 def with_tls_options(settings: Settings, **options: Path | None) -> Settings:
@@ -103,7 +105,9 @@ def _serve_tls(settings: Settings) -> None:
         f"Chamberlain listening on https://{settings.host}:{settings.port} (client certificates: {mode})"
         f"  issuer {settings.public_url}"
     )
-    config = TlsConfig(create_app(settings), tls=tls, host=settings.host, port=settings.port, **_UVICORN_OPTIONS)
+    config = TlsConfig(
+        create_app(settings), tls=tls, host=settings.host, port=settings.port, **_uvicorn_options(settings)
+    )
     uvicorn.Server(config).run()
 
 
@@ -112,7 +116,9 @@ def _serve_unix_socket(settings: Settings, path: Path) -> None:
     try:
         with unix_listener(path) as listener:
             console.print(f"Chamberlain listening on unix socket {path}  issuer {settings.public_url}")
-            UnixSocketServer(create_app(settings), listener, settings.uds.policy, **_UVICORN_OPTIONS).serve_forever()
+            UnixSocketServer(
+                create_app(settings), listener, settings.uds.policy, **_uvicorn_options(settings)
+            ).serve_forever()
     except UnixSocketError as problem:
         fail(str(problem))
 

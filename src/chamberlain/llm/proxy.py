@@ -165,9 +165,10 @@ class _Exchange:
         try:
             status = await self._forward(tenant, principal, reference, body, meter)
         finally:
-            # Also when the upstream failed or the client left: the reservation is given back, what was used counted.
+            # Also when the upstream failed, the client left or a shutdown cut the stream: the reservation is given
+            # back, and what was used is counted (a stream that began has a model: the upstream spent tokens on it).
             cost = Decimal(0)
-            if 200 <= status < 300:
+            if 200 <= status < 300 or meter.model is not None:
                 cost = self._record(tenant, pricing, principal, user, team, model, request, meter, started, at)
             await tenant.shared.budget_guard.settle(reservation, cost)
 

@@ -3,6 +3,7 @@ bearer token (RFC 6750). Every answer, errors included, is application/scim+json
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,8 +20,10 @@ from chamberlain.scim.schema import list_response as listed
 from chamberlain.scim.schema import resource_types, schemas, service_provider_config
 from chamberlain.scim.service import Provisioning
 from chamberlain.scim.tokens import is_valid
+from chamberlain.store.errors import RETRY_AFTER_SECONDS, store_unavailable
 from chamberlain.tenancy.routing import tenant_of
 
+logger = logging.getLogger(__name__)
 SCIM_PATH = "/scim/v2"
 Handler = Callable[[Provisioning, Request], Awaitable[Response]]
 
@@ -36,7 +39,7 @@ def create_scim_app() -> Starlette:
         *_resource_routes("/Users", users.USERS, users.create_user, users.delete_user),
         *_resource_routes("/Groups", groups.GROUPS, groups.create_group, groups.delete_group),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _unexpected_error})
 
 
 def _resource_routes(path: str, kind: ResourceKind[Any, Any], create: Handler, delete: Handler) -> list[Route]:
@@ -105,6 +108,16 @@ def _one(documents: list[dict[str, object]], request: Request) -> Response:
         if document["id"] == wanted:
             return scim_response(document)
     raise ScimError(404, "no such resource")
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    """A mounted application answers its own errors: a SCIM error too, never Starlette's plain-text 500."""
+    if store_unavailable(exc):  # the store is down: the IdP's client retries later (RFC 9110 §10.2.3)
+        response = ScimError(503, "the service is unavailable; try again later").to_response()
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return ScimError(500, "the request cannot be served").to_response()
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
