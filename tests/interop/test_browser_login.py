@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import os
 import secrets
 import tempfile
@@ -30,13 +29,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
+from tests.support.chromium import CHROMEDRIVER, CHROMIUM, require_browser
 from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.interop
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 WAIT = 20  # seconds: an upper bound for each explicit wait, never an expectation of speed
 HOSTILE_NAME = "<script>alert(1)</script><img src=x onerror=alert(1)>"
 
@@ -128,21 +125,9 @@ def callback() -> Iterator[Callback]:
 # -- the browser ---------------------------------------------------------------------------------------------------
 
 
-def _require_browser() -> None:
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
-    if importlib.util.find_spec("selenium") is None:
-        missing.append("the selenium package")
-    if not missing:
-        return
-    message = f"{' and '.join(missing)} missing (apt-get install chromium chromium-driver)"
-    if IN_CI:
-        pytest.fail(f"browser tests must run in CI: {message}")
-    pytest.skip(message)
-
-
 @pytest.fixture
 def driver(tmp_path: Path) -> Iterator[Any]:
-    _require_browser()
+    require_browser(executables=(CHROMIUM, CHROMEDRIVER), package="selenium")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.selenium_manager import SeleniumManager

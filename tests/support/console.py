@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -28,13 +27,12 @@ from chamberlain.identity.passwords import hash_password
 from chamberlain.store.users import UserRepository
 from tests.support.browser import Browser as HttpBrowser
 from tests.support.browser import parse_forms
+from tests.support.chromium import CHROMIUM, require_browser
 from tests.support.server import USER_PASSWORD, RunningServer, running_server
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Dialog, Page
 
-CHROMIUM = "/usr/bin/chromium"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = Path(os.environ.get("CHAMBERLAIN_CONSOLE_ARTIFACTS") or REPO / "test-artifacts" / "console")
 WAIT_MS = 20_000  # an upper bound for each wait, never an expectation of speed
@@ -65,18 +63,6 @@ PAGES = ("", "/users", "/groups", "/clients", "/servers", "/roles", "/roles/edit
 READ_ONLY_PAGES = ("", "/audit", "/cost")  # what `audit_access: read` alone may see
 
 
-def require_chromium() -> None:
-    missing = [] if os.access(CHROMIUM, os.X_OK) else [f"{CHROMIUM} (apt-get install chromium)"]
-    if importlib.util.find_spec("playwright") is None:
-        missing.append("the playwright package (pip install playwright)")
-    if not missing:
-        return
-    message = f"console browser tests need {' and '.join(missing)}"
-    if IN_CI:
-        pytest.fail(f"browser tests must run in CI: {message}")
-    pytest.skip(message)
-
-
 @contextlib.contextmanager
 def console_server(data_dir: Path, database_url: str | None = None, **settings: Any) -> Iterator[RunningServer]:
     """A gateway whose role document has the admin, developer and auditor roles above."""
@@ -102,7 +88,7 @@ def console_url(server: RunningServer, path: str = "", *, tenant: str | None = N
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
     """Debian's headless Chromium under Playwright; skips (or fails in CI) when it is not installed."""
-    require_chromium()
+    require_browser(package="playwright")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
