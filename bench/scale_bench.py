@@ -18,7 +18,7 @@ processes run on it and on Redis, serving one issuer (replica 0's URL), as repli
    replica 0 (RFC 7009 POST /revoke); replicas 1 and 2 are then called every `--poll-ms` until each refuses it.
    Reported per mode: the time from the revocation's answer to the last replica's refusal (p50, max). Modes:
    "Redis fan-out" (the replicas above) and "store poll only" (the same three restarted without `redis_url`,
-   so that only state.py's one-second poll of the revocations feed carries it).
+   so that only state.py's half-second poll of the revocations feed carries it).
 """
 
 from __future__ import annotations

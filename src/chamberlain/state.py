@@ -70,7 +70,10 @@ if TYPE_CHECKING:
     from chamberlain.vault.openbao import OpenBaoConnection
 
 logger = logging.getLogger(__name__)
-REFRESH_INTERVAL = 1.0
+REFRESH_INTERVAL = 1.0  # seconds between pulls of what other processes changed (keys, tenants, servers)
+# Revocations are pulled more often: with Redis down (no announcements), one replica's revocation still reaches the
+# others within a second, the poll's period plus the query.
+REVOCATION_POLL_INTERVAL = 0.5
 PURGE_INTERVAL = 300.0  # seconds between purges of expired one-time identifiers (store/seen_identifiers.py)
 
 
@@ -304,9 +307,21 @@ class AppState:
     async def _refresh_forever(self) -> None:
         outage_since: float | None = None  # an outage is logged when it begins and when it ends, not every second
         next_purge = time.monotonic() + PURGE_INTERVAL
+        next_refresh = time.monotonic() + REFRESH_INTERVAL
+        next_tick = time.monotonic()
         while True:
-            await asyncio.sleep(REFRESH_INTERVAL)
+            # A fixed rate: the work's own time is not added to the period; after falling behind (a slow store) it
+            # starts again from now rather than catch up.
+            next_tick += REVOCATION_POLL_INTERVAL
+            delay = next_tick - time.monotonic()
+            if delay < 0:
+                next_tick, delay = time.monotonic() + REVOCATION_POLL_INTERVAL, REVOCATION_POLL_INTERVAL
+            await asyncio.sleep(delay)
             try:
+                if time.monotonic() < next_refresh:
+                    await self.pull_revocations()
+                    continue
+                next_refresh = max(next_refresh + REFRESH_INTERVAL, time.monotonic() + REVOCATION_POLL_INTERVAL)
                 await self.refresh()
                 self.revocations.prune()
                 if time.monotonic() >= next_purge:  # expired one-time identifiers, off the sign-in path

@@ -9,11 +9,11 @@ subscribes; on a message whose id is above what it has applied, it reads the fee
 of at its next poll.
 
 The message is a hint, never the revocation itself: a replica only trusts the feed it reads from the store, so a
-forged or lost message can at worst cost a query or a second. The poll of AppState.refresh (every
-REFRESH_INTERVAL, one second) stays as the fallback, so:
+forged or lost message can at worst cost a query or a second. The poll of AppState._refresh_forever (every
+REVOCATION_POLL_INTERVAL, half a second) stays as the fallback, so:
 - Redis down or unreachable: the announcement fails within `timeout` (logged once per outage, the request that
   revoked is not failed: the revocation is already in the store), the subscriber retries every `retry_interval`,
-  and revocations reach the other replicas by the poll, within about a second.
+  and revocations reach the other replicas by the poll, within a second.
 - Announcements made while a subscriber was disconnected are lost to it; it reads the feed once when it
   (re)subscribes, so nothing waits for the next poll either.
 - Revocations written outside a running gateway (the CLI) are announced once by `announce_revocations`.
