@@ -21,7 +21,6 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -29,6 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chamberlain.admin.problems import ProblemError, problem_response
+from chamberlain.net import hosts
 from chamberlain.oauth.access_tokens import InvalidAccessToken
 from chamberlain.sessions.browser import COOKIE, SignedIn, keep_cookie, signed_in
 from chamberlain.store.users import User
@@ -146,16 +146,11 @@ def csrf_token(tenant: Tenant, session_id: str) -> str:
 
 def _check_csrf(tenant: Tenant, request: Request, session_id: str) -> None:
     origin = request.headers.get("origin")
-    if origin is not None and origin != _origin(tenant.issuer):
+    if origin is not None and origin != hosts.origin(tenant.issuer):
         raise _Refusal(403, "cross-origin requests may not use the session cookie")
     submitted = request.headers.get(CSRF_HEADER, "")
     if not hmac.compare_digest(csrf_token(tenant, session_id).encode(), submitted.encode()):
         raise _Refusal(403, "a request authenticated by the session cookie needs the X-CSRF-Token header")
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 class AdminGate:

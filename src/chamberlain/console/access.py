@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from chamberlain.admin.auth import SAFE_METHODS, Administrator, csrf_token
 from chamberlain.admin.problems import ProblemError
+from chamberlain.net import hosts
 from chamberlain.sessions.browser import COOKIE, SignedIn, keep_cookie, signed_in
 from chamberlain.tenancy.routing import tenant_of
 from chamberlain.tenancy.tenant import Tenant
@@ -213,6 +214,5 @@ def _same_origin(tenant: Tenant, request: Request) -> bool:
     if origin == "null":
         return site == "same-origin"
     if origin is not None:
-        issuer = urlsplit(tenant.issuer)
-        return origin == f"{issuer.scheme}://{issuer.netloc}"
+        return origin == hosts.origin(tenant.issuer)
     return site is None or site in ("same-origin", "none")

@@ -6,6 +6,12 @@ import ipaddress
 from urllib.parse import urlsplit
 
 
+def origin(url: str) -> str:
+    """The origin of an absolute URL as browsers send it in `Origin` (RFC 6454 §6.2): scheme://host[:port]."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def is_loopback_host(host: str | None) -> bool:
     """True for `localhost` and loopback IP literals (127.0.0.0/8, ::1); never resolves a name."""
     if host is None:

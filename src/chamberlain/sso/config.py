@@ -15,10 +15,10 @@ sso:
 from __future__ import annotations
 
 from typing import Annotated, Self
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from chamberlain.net.hosts import origin
 from chamberlain.policy.roles import Mfa
 from chamberlain.sso.common_config import PROVIDER_NAME_PATTERN
 from chamberlain.sso.ldap.config import LdapProviderConfig
@@ -64,7 +64,7 @@ class SsoConfig(BaseModel):
             for provider in self.providers.values()
             if not isinstance(provider, LdapProviderConfig)
         ]
-        return tuple(dict.fromkeys(_origin(url) for url in urls))
+        return tuple(dict.fromkeys(origin(url) for url in urls))
 
     def provider_for_email(self, email: str) -> tuple[str, ProviderConfig] | None:
         """The provider that captured the email's domain (home-realm discovery), if any."""
@@ -76,8 +76,3 @@ class SsoConfig(BaseModel):
             if domain in provider.domains:
                 return name, provider
         return None
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"

@@ -58,6 +58,7 @@ from chamberlain.gateway.upstream_credentials import (
     current_request_id,
     token_endpoint_for,
 )
+from chamberlain.net.hosts import origin
 from chamberlain.oauth.access_tokens import AccessTokenClaims
 from chamberlain.oauth.authorize import LOGIN_PURPOSE
 from chamberlain.sessions.browser import SignedIn, keep_cookie, signed_in
@@ -247,11 +248,6 @@ def _connectable(app: Tenant, server: str) -> RefreshTokenCredential | Response:
     return credential
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def _login_page(app: Tenant, request: Request, server: str, credential: RefreshTokenCredential) -> Response:
     """The sign-in form, continuing at this connect page (`return_path`)."""
     assert credential.authorization_endpoint is not None
@@ -268,7 +264,7 @@ def _login_page(app: Tenant, request: Request, server: str, credential: RefreshT
     }
     # CSP form-action also governs the redirects after the form's submission (browsers check each): the sign-in
     # ends at the upstream's authorization endpoint.
-    response = render("login.html", context, form_targets=(_origin(credential.authorization_endpoint),))
+    response = render("login.html", context, form_targets=(origin(credential.authorization_endpoint),))
     if fresh:
         app.csrf.set_cookie(response, browser_value)
     return response
