@@ -268,7 +268,8 @@ class _Exchange:
     async def _forward(
         self, tenant: Tenant, principal: AccessTokenClaims, reference: str, body: bytes, meter: UsageMeter | None
     ) -> int:
-        """Sends the request upstream and relays the answer; returns the upstream's status (0: none came)."""
+        """Sends the request upstream and relays the answer; returns the upstream's status (0: none came, or the
+        client left first)."""
         shared, llm = tenant.shared, tenant.config.llm
         key = shared.llm.api_keys.header(shared.vault, tenant.id, reference)
         request_id = current_request_id.set(self.request_id)  # vault reads are recorded with this request
@@ -300,8 +301,8 @@ class _Exchange:
         except asyncio.CancelledError:
             if not self.client_gone:
                 raise
-            main.uncancel()  # our own cancellation, for the client that left: account for what was relayed
-            return 200 if meter is not None and meter.model is not None else 0
+            main.uncancel()  # our own cancellation, for the client that left: the caller accounts what was relayed
+            return 0
         except (Http1Error, ValueError) as failure:
             raise _upstream_failure(failure) from None
         finally:
