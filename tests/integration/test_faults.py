@@ -234,10 +234,11 @@ async def _add_developers(server: RunningServer, *names: str) -> None:
             await users.add(name, hash_password(USER_PASSWORD), ("developer",))
 
 
-def _limited_keys(url: str) -> list[str]:
+def _redis_keys(url: str, match: str) -> list[str]:
+    """The keys matching `match` in the test's own Redis (rate limits: *LIMITER*; budgets: *:budget:*)."""
     client = redis.Redis.from_url(url, decode_responses=True)
     try:
-        return [key for key in client.scan_iter(count=1000) if "LIMITER" in key]
+        return list(client.scan_iter(match=match, count=1000))
     finally:
         client.close()
 
@@ -262,7 +263,7 @@ def test_redis_stopped_and_started_limits_fall_back_per_process_then_are_shared_
         with own_redis(port):
             answers = run_sync(_calls(open_server, open_token, LIMIT + 1))
             assert [answer.status_code for answer in answers] == [200] * LIMIT + [429]
-            assert _limited_keys(url), "counted in Redis"
+            assert _redis_keys(url, "*LIMITER*"), "counted in Redis"
             assert run_sync(_calls(closed, closed_token, 1))[0].status_code == 200
 
         # Redis is down. Fail open (the default): this process's own memory counts, so the limit still holds.
@@ -282,7 +283,7 @@ def test_redis_stopped_and_started_limits_fall_back_per_process_then_are_shared_
             wait_until(lambda: closed.state.rate_limiter.shared)
             answers = run_sync(_calls(open_server, carol_token, LIMIT + 1))
             assert [answer.status_code for answer in answers] == [200] * LIMIT + [429]
-            assert _limited_keys(url), "counted in Redis again"
+            assert _redis_keys(url, "*LIMITER*"), "counted in Redis again"
             assert run_sync(_calls(closed, closed_token, 1))[0].status_code == 200
 
 
@@ -293,14 +294,6 @@ async def _message(gateway: LlmGateway, token: str) -> httpx.Response:
     headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01"}
     async with httpx.AsyncClient(base_url=gateway.server.base_url, timeout=30) as http:
         return await http.post("/v1/messages", json=MESSAGE, headers=headers)
-
-
-def _budget_keys(url: str) -> list[str]:
-    client = redis.Redis.from_url(url, decode_responses=True)
-    try:
-        return list(client.scan_iter(match="*:budget:*", count=1000))
-    finally:
-        client.close()
 
 
 def test_redis_stopped_and_started_budgets_count_per_process_then_in_redis_again(tmp_path: Path) -> None:
@@ -319,7 +312,7 @@ def test_redis_stopped_and_started_budgets_count_per_process_then_in_redis_again
         with own_redis(port):
             for gateway in (open_gateway, closed):
                 assert run_sync(_message(gateway, tokens[id(gateway)])).status_code == 200
-            assert _budget_keys(url), "budgets counted in Redis"
+            assert _redis_keys(url, "*:budget:*"), "budgets counted in Redis"
 
         # Redis is down: this process counts alone (the default), or budgets cannot be checked and the request is
         # refused with a retryable 503 in Anthropic's format (rate_limits_fail_closed).
@@ -335,4 +328,4 @@ def test_redis_stopped_and_started_budgets_count_per_process_then_in_redis_again
             for gateway in (open_gateway, closed):
                 wait_until(lambda gateway=gateway: gateway.server.state.budget_guard.shared)
                 assert run_sync(_message(gateway, tokens[id(gateway)])).status_code == 200
-            assert _budget_keys(url), "budgets counted in Redis again"
+            assert _redis_keys(url, "*:budget:*"), "budgets counted in Redis again"

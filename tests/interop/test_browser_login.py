@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from tests.support.chromium import CHROMEDRIVER, CHROMIUM, require_browser
+from tests.support.chromium import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, require_browser
 from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.interop
@@ -37,20 +37,7 @@ pytestmark = pytest.mark.interop
 WAIT = 20  # seconds: an upper bound for each explicit wait, never an expectation of speed
 HOSTILE_NAME = "<script>alert(1)</script><img src=x onerror=alert(1)>"
 
-# As root in a closed network Chromium needs all of these; without the background-networking ones it keeps trying
-# to reach Google's hosts. Only loopback traffic is made.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=900,800",
-)
+CHROMIUM_OPTIONS = ("--headless", *CHROMIUM_FLAGS, "--window-size=900,800")
 
 
 # -- the client's redirect URI: a loopback server that records what it receives --------------------------------
@@ -134,7 +121,7 @@ def driver(tmp_path: Path) -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
+    for flag in CHROMIUM_OPTIONS:
         options.add_argument(flag)
     profile = tmp_path / "chromium-profile"
     profile.mkdir()

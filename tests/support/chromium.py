@@ -13,6 +13,19 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# As root in a closed network Chromium needs all of these; without the background-networking ones it keeps trying to
+# reach Google's hosts. Only loopback traffic is made.
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+
 
 def require_browser(*, executables: Sequence[str] = (CHROMIUM,), package: str) -> None:
     """Skips (fails in CI) unless the executables and the Python package that drives them are installed."""

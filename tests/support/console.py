@@ -27,7 +27,7 @@ from chamberlain.identity.passwords import hash_password
 from chamberlain.store.users import UserRepository
 from tests.support.browser import Browser as HttpBrowser
 from tests.support.browser import parse_forms
-from tests.support.chromium import CHROMIUM, require_browser
+from tests.support.chromium import CHROMIUM, CHROMIUM_FLAGS, require_browser
 from tests.support.server import USER_PASSWORD, RunningServer, running_server
 
 if TYPE_CHECKING:
@@ -36,19 +36,6 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = Path(os.environ.get("CHAMBERLAIN_CONSOLE_ARTIFACTS") or REPO / "test-artifacts" / "console")
 WAIT_MS = 20_000  # an upper bound for each wait, never an expectation of speed
-
-# As root in a closed network Chromium needs all of these; without the background-networking ones it keeps trying to
-# reach Google's hosts. Only loopback traffic is made.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 
 ROLES: dict[str, Any] = {
     "enterprise_roles": {
@@ -92,7 +79,7 @@ async def chromium() -> AsyncIterator[Browser]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS), headless=True)
         try:
             yield browser
         finally:
