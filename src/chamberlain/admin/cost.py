@@ -59,7 +59,7 @@ Reader = Annotated[Administrator, Depends(cost_reader)]
 
 def _pricing(admin: Administrator) -> Pricing:
     try:
-        return Pricing.load(admin.tenant.config.llm.pricing_file)
+        return admin.tenant.shared.llm.pricing(admin.tenant)  # read once per file, as the LLM proxy prices with it
     except PricingError as problem:
         raise ProblemError(
             409, f"the tenant's pricing file cannot be used: {problem}", kind="invalid-pricing"

@@ -82,7 +82,7 @@ async def cost(request: Request, viewer: Viewer) -> Response:
     now = datetime.now(UTC)
     usage = UsageRepository(tenant.database, tenant.id)
     try:
-        pricing = Pricing.load(tenant.config.llm.pricing_file)
+        pricing = tenant.shared.llm.pricing(tenant)  # read once per file, as the LLM proxy prices with it
     except PricingError:
         raise HTTPException(409, "The tenant's pricing file cannot be used; fix llm.pricing_file.") from None
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
