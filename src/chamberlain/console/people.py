@@ -12,7 +12,6 @@ from chamberlain.admin.groups import repository as group_mappings
 from chamberlain.admin.sessions import end_session
 from chamberlain.admin.users import sign_out
 from chamberlain.console.access import Viewer, not_found
-from chamberlain.console.queries import search_users
 from chamberlain.store.users import User
 
 PAGE_SIZE = 50
@@ -25,7 +24,7 @@ async def users(request: Request, viewer: Viewer) -> Response:
     after = request.query_params.get("after") or None
     if after is not None:
         after = after[:_MAX_QUERY]
-    found = await search_users(tenant.users, tenant.database, tenant.id, query, after=after, limit=PAGE_SIZE + 1)
+    found = await tenant.users.page(after=after, limit=PAGE_SIZE + 1, containing=query)
     shown = found[:PAGE_SIZE]
     more = len(found) > PAGE_SIZE
     context = {

@@ -15,28 +15,11 @@ from chamberlain.audit.records import parse_body
 from chamberlain.store.database import Database
 from chamberlain.store.schema import audit_events, usage_records, users
 from chamberlain.store.usage import from_nano
-from chamberlain.store.users import User, UserRepository, user_from_row
 
 OUTCOMES = ("success", "failure", "denied", "error")
 # Every MCP request is audited (allowed, denied or failed); LLM requests are counted from usage records, since the
 # audit log has only the LLM requests policy refused or rerouted.
 REQUEST_ACTIONS = ("mcp.request",)
-
-
-async def search_users(
-    repository: UserRepository, database: Database, tenant: str, query: str, *, after: str | None, limit: int
-) -> list[User]:
-    """Users whose name contains `query` (any case), by name after `after`; the whole list without a query."""
-    if not query:
-        return await repository.page(after=after, limit=limit)
-    statement = select(users).where(
-        users.c.tenant_id == tenant, func.lower(users.c.username).contains(query.lower(), autoescape=True)
-    )
-    if after is not None:
-        statement = statement.where(users.c.username > after)
-    async with database.connect() as connection:
-        rows = (await connection.execute(statement.order_by(users.c.username).limit(limit))).mappings().all()
-    return [user_from_row(row) for row in rows]
 
 
 async def usernames(database: Database, tenant: str, user_ids: Collection[str]) -> dict[str, str]:

@@ -7,7 +7,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, RowMapping, case, delete, select, update
+from sqlalchemy import ColumnElement, RowMapping, case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chamberlain.store.database import Connection, Database
@@ -101,17 +101,20 @@ class UserRepository:
             rows = await connection.execute(
                 select(users).where(users.c.tenant_id == self._tenant_id).order_by(users.c.username)
             )
-            return [user_from_row(row) for row in rows.mappings()]
+            return [_user(row) for row in rows.mappings()]
 
-    async def page(self, *, after: str | None, limit: int) -> builtins.list[User]:
+    async def page(self, *, after: str | None, limit: int, containing: str = "") -> builtins.list[User]:
         """Up to `limit` users ordered by name, after the name `after`: keyset paging, so a page is stable while
-        users are added or removed elsewhere in the list, and costs the same deep in the list as at its start."""
+        users are added or removed elsewhere in the list, and costs the same deep in the list as at its start.
+        `containing`: only names that contain it, in any case (the console's search)."""
         query = select(users).where(users.c.tenant_id == self._tenant_id)
+        if containing:
+            query = query.where(func.lower(users.c.username).contains(containing.lower(), autoescape=True))
         if after is not None:
             query = query.where(users.c.username > after)
         async with self._database.connect() as connection:
             rows = await connection.execute(query.order_by(users.c.username).limit(limit))
-            return [user_from_row(row) for row in rows.mappings()]
+            return [_user(row) for row in rows.mappings()]
 
     async def update_account(
         self, user_id: str, *, roles: tuple[str, ...] | None = None, disabled: bool | None = None
@@ -196,10 +199,10 @@ class UserRepository:
                 .mappings()
                 .first()
             )
-            return user_from_row(row) if row else None
+            return _user(row) if row else None
 
 
-def user_from_row(row: RowMapping) -> User:
+def _user(row: RowMapping) -> User:
     data = dict(row)
     data["roles"] = tuple(data["roles"])
     data["must_change_password"] = bool(data["must_change_password"])
